@@ -1,0 +1,103 @@
+"""Every file location of the study, defined once (STUDY.md section 2)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def root() -> Path:
+    """The repository root: $AE_STUDY_ROOT if set, else the folder above src/."""
+    env = os.environ.get("AE_STUDY_ROOT")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2]
+
+
+def data_dir() -> Path:
+    return root() / "data"
+
+
+def artifacts_dir() -> Path:
+    return root() / "artifacts"
+
+
+def configs_dir() -> Path:
+    return root() / "configs"
+
+
+# step 1: drug knowledge
+def drugs_dir() -> Path:
+    """Structured drug records, one `<drug>.json` each (shipped for the 50 study drugs)."""
+    return data_dir() / "raw" / "drugs"
+
+
+def pages_dir() -> Path:
+    """Raw pages the scraper parses offline (`source=cache`), one folder per source."""
+    return data_dir() / "raw" / "pages"
+
+
+def http_cache_dir() -> Path:
+    """On-disk cache of raw HTTP responses, so a rerun fetches nothing it already has."""
+    return data_dir() / "raw" / "cache"
+
+
+# step 2: synthetic reports
+def synthetic_dir(run: str) -> Path:
+    return data_dir() / "synthetic" / run
+
+
+# step 3: per-model chat data
+def formatted_dir(run: str, model: str) -> Path:
+    return data_dir() / "formatted" / run / model
+
+
+# step 4: adapters and training stats
+def model_dir(run: str, model: str) -> Path:
+    return artifacts_dir() / "models" / run / model
+
+
+# step 5: predictions, one file per (test split, system)
+def predictions_dir(run: str) -> Path:
+    return artifacts_dir() / "predictions" / run
+
+
+def predictions_file(run: str, split: str, system: str) -> Path:
+    return predictions_dir(run) / split / f"{system}.jsonl"
+
+
+# step 6: tables and plots
+def metrics_dir(run: str) -> Path:
+    return artifacts_dir() / "metrics" / run
+
+
+# executed notebooks of a run
+def runs_dir(run: str) -> Path:
+    return artifacts_dir() / "runs" / run
+
+
+def model_cache_dir(model: str) -> Path:
+    """Plain safetensors copies of offline (GGUF) models, made once and reused."""
+    return artifacts_dir() / "cache" / "models" / model
+
+
+def rel(path: Path) -> str:
+    """A path relative to the repository root, for manifests and messages (no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(root()))
+    except ValueError:
+        return str(path)
+
+
+def step_manifest(step: str, run: str, model: str | None = None) -> Path:
+    """Where each step's manifest sits (beside its outputs); run_all.sh reads it to skip finished work."""
+    if step == "01_scrape":
+        return drugs_dir() / "manifest.json"
+    if step == "02_synthesize":
+        return synthetic_dir(run) / "manifest.json"
+    if step == "03_format":
+        return formatted_dir(run, model) / "manifest.json"
+    if step == "04_finetune":
+        return model_dir(run, model) / "manifest.json"
+    if step == "05_infer":
+        return predictions_dir(run) / f"manifest-{model}.json"
+    if step == "06_evaluate":
+        return metrics_dir(run) / "manifest.json"
+    raise ValueError(f"unknown step {step!r}")
