@@ -86,8 +86,9 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def step_manifest(step: str, run: str, model: str | None = None) -> Path:
-    """Where each step's manifest sits (beside its outputs); run_all.sh reads it to skip finished work."""
+def step_manifest(step: str, run: str, model: str | None = None, tag: str | None = None) -> Path:
+    """Where each step's manifest sits (beside its outputs); run_all.sh reads it to skip finished
+    work. `tag` (a user test file's stem) keeps inference on an extra test set apart."""
     if step == "01_scrape":
         return drugs_dir() / "manifest.json"
     if step == "02_synthesize":
@@ -97,7 +98,9 @@ def step_manifest(step: str, run: str, model: str | None = None) -> Path:
     if step == "04_finetune":
         return model_dir(run, model) / "manifest.json"
     if step == "05_infer":
-        return predictions_dir(run) / f"manifest-{model}.json"
+        return predictions_dir(run) / f"manifest-{model}{'-' + tag if tag else ''}.json"
+    if step == "04b_baselines":
+        return predictions_dir(run) / f"manifest-baselines{'-' + tag if tag else ''}.json"
     if step == "06_evaluate":
-        return metrics_dir(run) / "manifest.json"
+        return metrics_dir(run) / f"manifest{'-' + tag if tag else ''}.json"
     raise ValueError(f"unknown step {step!r}")

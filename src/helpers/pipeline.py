@@ -1,0 +1,200 @@
+"""What ./run_all.sh runs: the numbered notebooks through papermill, in order, for every model of a
+profile, skipping steps whose manifest says their outputs are up to date."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config, paths
+from .manifest import stale_reason
+
+NOTEBOOKS = {
+    "01_scrape": "01_scrape.ipynb",
+    "02_synthesize": "02_synthesize.ipynb",
+    "03_format": "03_format.ipynb",
+    "04_finetune": "04_finetune.ipynb",
+    "04b_baselines": "04b_baselines.ipynb",
+    "05_infer": "05_infer.ipynb",
+    "06_evaluate": "06_evaluate.ipynb",
+}
+ORDER = list(NOTEBOOKS)
+
+
+@dataclass
+class Task:
+    """One notebook execution: a step, for one model or for the whole run."""
+    step: str
+    model: str | None
+    params: dict[str, Any]
+    manifest: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.step}" + (f" [{self.model}]" if self.model else "")
+
+    @property
+    def executed_name(self) -> str:
+        tag = "-".join(x for x in (self.model, _split_tag(self.params)) if x)
+        return f"{self.step}{'-' + tag if tag else ''}.ipynb"
+
+
+def _split_tag(params: dict[str, Any]) -> str | None:
+    tf = params.get("test_file")
+    return Path(tf).stem if tf else None
+
+
+def resolve_step(name: str) -> str:
+    """Accept '4', '04', '04_finetune' or 'finetune' for a step name."""
+    for step in ORDER:
+        if name in (step, step.split("_", 1)[0], step.split("_", 1)[1]) or \
+                (name.isdigit() and step.startswith(f"{int(name):02d}_")):
+            return step
+    raise SystemExit(f"unknown step {name!r}; steps: {', '.join(ORDER)}")
+
+
+def plan(profile: dict[str, Any], models: list[str], test_file: str | None) -> list[Task]:
+    """The ordered notebook executions of a run."""
+    run = profile["run"]
+    if test_file:
+        profile = {**profile, "test_file": test_file}
+    tag = _split_tag({"test_file": test_file})
+    tasks: list[Task] = []
+
+    def add(step: str, model: str | None = None) -> None:
+        if step == "04b_baselines":
+            params = {"run": run, "seed": profile["seed"], **profile.get("baselines", {})}
+            if test_file:
+                params["test_file"] = test_file
+        else:
+            params = config.step_params(profile, step, model)
+        if step == "06_evaluate":
+            params["models"] = models
+        tasks.append(Task(step, model, params, paths.step_manifest(step, run, model, tag)))
+
+    add("01_scrape")
+    add("02_synthesize")
+    for m in models:
+        add("03_format", m)
+        add("04_finetune", m)
+    if "baselines" in profile:
+        add("04b_baselines")
+    for m in models:
+        add("05_infer", m)
+    add("06_evaluate")
+    return tasks
+
+
+def _execute(task: Task, run: str) -> float:
+    """Run one notebook with papermill; on failure name the notebook and the failing cell."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = paths.root() / "notebooks" / NOTEBOOKS[task.step]
+    out = paths.runs_dir(run) / task.executed_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=task.params, cwd=str(src.parent),
+                            kernel_name="python3", progress_bar=False, log_output=True)
+    except PapermillExecutionError as e:
+        first_line = (e.source or "").strip().splitlines()[:1]
+        raise SystemExit(
+            f"\nFAILED: notebooks/{src.name}{' for ' + task.model if task.model else ''}, "
+            f"cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
+            f"  cell starts: {first_line[0] if first_line else ''}\n"
+            f"  executed notebook with the full traceback: {paths.rel(out)}") from None
+    return time.time() - t0
+
+
+def run(profile_name: str, models: list[str] | None = None, start: str | None = None,
+        force: bool = False, test_file: str | None = None, dry_run: bool = False) -> int:
+    """Execute the plan; return 0 on success. Prints progress, the metrics table and locations."""
+    profile = config.load_profile(profile_name)
+    models = models or list(profile["models"])
+    test_file = _prepare_test_file(test_file) if test_file else None
+    tasks = plan(profile, models, test_file)
+    first = ORDER.index(resolve_step(start)) if start else 0
+    runname = profile["run"]
+    print(f"run {runname!r} (profile {paths.rel(Path(profile['_path']))}), models: "
+          f"{', '.join(models)}{', test file: ' + test_file if test_file else ''}", flush=True)
+    t_all = time.time()
+    for i, task in enumerate(tasks, 1):
+        head = f"[{i}/{len(tasks)}] {task.label:<34}"
+        if ORDER.index(task.step) < first:
+            if not task.manifest.exists():
+                raise SystemExit(f"{head} has never finished, so --from {start} cannot skip it "
+                                 f"(no {paths.rel(task.manifest)})")
+            print(f"{head} skipped (before --from)", flush=True)
+            continue
+        reason = "forced" if (force or (start and ORDER.index(task.step) >= first)) else \
+            stale_reason(task.manifest.parent, task.params, name=task.manifest.name)
+        if reason is None:
+            print(f"{head} up to date, skipped", flush=True)
+            continue
+        print(f"{head} running ({reason})", flush=True)
+        if dry_run:
+            continue
+        secs = _execute(task, runname)
+        print(f"{head} done in {secs:.0f} s", flush=True)
+    print(f"\nall steps finished in {time.time() - t_all:.0f} s\n")
+    _report(runname)
+    return 0
+
+
+def _prepare_test_file(test_file: str) -> str:
+    """A test file as the notebooks take it: canonical JSONL / seed-01 JSON as is; a CADEC folder
+    or an ADE `DRUG-AE.rel` file is converted to canonical JSONL under data/external/ first."""
+    path = Path(test_file).resolve()
+    if not path.exists():
+        raise SystemExit(f"--test-file {test_file}: no such file or folder")
+    kind = "cadec" if path.is_dir() else "ade" if path.suffix == ".rel" else None
+    if kind is None:
+        return paths.rel(path)
+    from .corpora import convert_corpus
+    name = path.name if path.is_dir() else path.parent.name or path.stem
+    out = paths.data_dir() / "external" / f"{name}.jsonl"
+    n = convert_corpus(kind, path, out)
+    print(f"converted {kind} corpus {paths.rel(path)} -> {paths.rel(out)} ({n} reports)")
+    return paths.rel(out)
+
+
+def _report(run: str) -> None:
+    """Print the metrics table and where everything is."""
+    table = paths.metrics_dir(run) / "comparison.md"
+    if table.exists():
+        print(table.read_text(encoding="utf-8"))
+    for what, where in (("metrics and plots", paths.metrics_dir(run)),
+                        ("predictions", paths.predictions_dir(run)),
+                        ("adapters and training stats", paths.artifacts_dir() / "models" / run),
+                        ("executed notebooks", paths.runs_dir(run)),
+                        ("synthetic data", paths.synthetic_dir(run))):
+        print(f"{what:>28}: {paths.rel(where)}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__)
+    ap.add_argument("--profile", default="cpu", help="configs/NAME.yaml (default: cpu)")
+    ap.add_argument("--models", help="comma-separated model keys (default: the profile's)")
+    ap.add_argument("--from", dest="start", help="rerun from this step on (e.g. 04 or finetune)")
+    ap.add_argument("--force", action="store_true", help="rerun every step")
+    ap.add_argument("--test-file", help="also infer and evaluate on this file (canonical JSONL, "
+                    "seed-01 JSON, a CADEC folder or an ADE DRUG-AE.rel)")
+    ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="    %(message)s")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        return run(args.profile, args.models.split(",") if args.models else None, args.start,
+                   args.force, args.test_file, args.dry_run)
+    except config.ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

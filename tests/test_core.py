@@ -1,0 +1,127 @@
+"""The shared contracts: atomic I/O, manifests and staleness, profiles, record schemas."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import config, io, manifest, paths, schemas
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch):
+    """A scratch repository root, so tests never touch the real data/ and artifacts/."""
+    monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    (tmp_path / "configs").mkdir()
+    return tmp_path
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "out.jsonl"
+    io.write_jsonl(target, [{"a": 1}])
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("crash mid-write")
+    assert io.read_jsonl(target) == [{"a": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"a": 1}\n{"a": \n')
+    with pytest.raises(io.DataError, match=r"bad\.jsonl:2: invalid JSON"):
+        io.read_jsonl(f)
+    f.write_text('[1, 2]\n')
+    with pytest.raises(io.DataError, match=r"bad\.jsonl:1: expected a JSON object"):
+        io.read_jsonl(f)
+
+
+def test_manifest_detects_changed_inputs_params_and_missing_outputs(repo):
+    inp, out = repo / "in.txt", repo / "out" / "o.txt"
+    inp.write_text("x")
+    io.write_text(out, "y")
+    params = {"run": "t", "seed": 1, "n": 3}
+    manifest.write_manifest(out.parent, "02_synthesize", params, [inp], [out])
+    m = manifest.read_manifest(out.parent)
+    assert m["seed"] == 1 and m["inputs"] == {"in.txt": io.sha256_file(inp)}
+    assert "python" in m["versions"]
+    assert manifest.stale_reason(out.parent, params) is None
+    assert manifest.stale_reason(out.parent, {**params, "n": 4}) == "parameters changed: n"
+    inp.write_text("changed")
+    assert manifest.stale_reason(out.parent, params) == "input changed: in.txt"
+    inp.write_text("x")
+    out.unlink()
+    assert manifest.stale_reason(out.parent, params) == "output missing: out/o.txt"
+    assert manifest.stale_reason(repo / "nowhere", params).startswith("no manifest")
+
+
+def test_step_params_apply_section_and_model_overrides(repo):
+    (repo / "configs" / "p.yaml").write_text(
+        "run: p\nseed: 7\nmodels: [a, b]\nfinetune: {lora_r: 8, batch_size: 4}\n"
+        "model_overrides: {b: {finetune: {batch_size: 2}}}\n")
+    prof = config.load_profile("p")
+    assert config.step_params(prof, "04_finetune", "a") == \
+        {"run": "p", "seed": 7, "lora_r": 8, "batch_size": 4, "model": "a"}
+    assert config.step_params(prof, "04_finetune", "b")["batch_size"] == 2
+    assert config.step_params(prof, "06_evaluate")["models"] == ["a", "b"]
+    with pytest.raises(config.ConfigError, match="needs a model"):
+        config.step_params(prof, "03_format")
+
+
+def test_profile_errors_name_the_file(repo):
+    (repo / "configs" / "bad.yaml").write_text("run: x\nseed: 1\n")
+    with pytest.raises(config.ConfigError, match=r"bad\.yaml: missing top-level key 'models'"):
+        config.load_profile("bad")
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load_profile("nope")
+
+
+def test_shipped_profiles_load():
+    for name in ("smoke", "cpu", "paper"):
+        prof = config.load_profile(name)
+        assert prof["run"] == name and prof["models"]
+        for step in config.STEPS:
+            for model in prof["models"] if step in config.PER_MODEL_STEPS else [None]:
+                config.step_params(prof, step, model)
+
+
+def test_report_validation_checks_span_offsets():
+    rep = {"id": "r1", "text": "I took Lipitor and got muscle pain.", "drugs": ["Lipitor"],
+           "adverse_events": ["muscle pain"],
+           "spans": [{"label": "drug", "start": 7, "end": 14, "text": "Lipitor"},
+                     {"label": "adverse_event", "start": 23, "end": 34, "text": "muscle pain"}]}
+    assert schemas.validate_report(rep) is rep
+    bad = json.loads(json.dumps(rep))
+    bad["spans"][1]["start"] = 22
+    with pytest.raises(io.DataError, match=r"r9: spans\[1\] text 'muscle pain' != text\[22:34\]"):
+        schemas.validate_report(bad, "r9")
+    with pytest.raises(io.DataError, match="missing key 'drugs'"):
+        schemas.validate_report({"id": "x", "text": "t"})
+
+
+def test_seed01_round_trip_is_lossless_where_schemas_overlap(tmp_path):
+    seed = [{"input": "Hi, on Abilify I feel nausea.",
+             "output": json.dumps({"drug_name": "Abilify", "adverse_events": ["nausea"]})}]
+    f = tmp_path / "seed.json"
+    f.write_text(json.dumps(seed))
+    [rec] = schemas.load_reports(f)
+    assert rec["drugs"] == ["Abilify"] and rec["adverse_events"] == ["nausea"]
+    back = schemas.to_seed01(rec)
+    assert back["input"] == seed[0]["input"]
+    assert json.loads(back["output"]) == json.loads(seed[0]["output"])
+    f.write_text(json.dumps([{"input": "x", "output": "{not json"}]))
+    with pytest.raises(io.DataError, match=r"seed\.json\[0\]: 'output' is not valid JSON"):
+        schemas.load_reports(f)
+
+
+def test_dedupe_keeps_first_spelling():
+    assert schemas.dedupe(["Nausea", "nausea ", "head  ache", "Head ache", ""]) == \
+        ["Nausea", "head  ache"]
+
+
+def test_paths_are_relative_to_root(repo):
+    assert paths.synthetic_dir("cpu") == repo / "data" / "synthetic" / "cpu"
+    assert paths.rel(paths.predictions_file("cpu", "test", "m-lora")) == \
+        "artifacts/predictions/cpu/test/m-lora.jsonl"
+    assert paths.step_manifest("05_infer", "cpu", "m", "cadec").name == "manifest-m-cadec.json"

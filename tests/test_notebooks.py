@@ -1,0 +1,51 @@
+"""The committed notebooks: smoke defaults in their parameters cell, conventions, clean outputs."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+import nbformat
+import pytest
+
+from helpers import config, paths, pipeline
+
+NOTEBOOKS = sorted(pipeline.NOTEBOOKS.items())
+
+
+def _parameters(nb) -> dict:
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, "exactly one cell must be tagged 'parameters'"
+    tree = ast.parse(cells[0].source)
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+@pytest.mark.parametrize("step,name", NOTEBOOKS)
+def test_parameter_defaults_are_the_smoke_profile(step, name):
+    nb = nbformat.read(paths.root() / "notebooks" / name, as_version=4)
+    defaults = _parameters(nb)
+    prof = config.load_profile("smoke")
+    if step == "04b_baselines":
+        expected = {"run": prof["run"], "seed": prof["seed"], **prof.get("baselines", {})}
+    else:
+        model = prof["models"][0] if step in config.PER_MODEL_STEPS else None
+        expected = config.step_params(prof, step, model)
+    missing = {k: v for k, v in expected.items() if k not in defaults}
+    assert not missing, f"{name}: parameters cell lacks {missing}"
+    differ = {k: (defaults[k], v) for k, v in expected.items() if defaults[k] != v}
+    assert not differ, f"{name}: defaults differ from configs/smoke.yaml: {differ}"
+
+
+@pytest.mark.parametrize("step,name", NOTEBOOKS)
+def test_notebook_conventions_and_clean_outputs(step, name):
+    path = paths.root() / "notebooks" / name
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    raw = path.read_text(encoding="utf-8")
+    assert len(raw) < 1_500_000, f"{name} is {len(raw) // 1000} kB: strip bulky outputs"
+    assert not re.search(r'"/(root|tmp|work|home)/', raw), f"{name} holds an absolute path"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "write_manifest" in code, f"{name} must write its step manifest"
+    assert "from helpers" in code or "import helpers" in code
+    json.loads(raw)
