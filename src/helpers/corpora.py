@@ -1,0 +1,227 @@
+"""Real, human-annotated corpora that users download themselves (STUDY.md section 6) turned into
+canonical reports, so steps 05 and 06 run on them through `test_file`.
+
+- CADEC (brat standoff): `text/NAME.txt` + `original/NAME.ann`. Lines `T1<TAB>ADR 9 19<TAB>bit
+  drowsy`; a discontinuous span `ADR 9 19;25 30` becomes one label whose text is the fragments
+  joined by a space, with one span per fragment. ADR -> adverse_events, Drug -> drugs; Disease,
+  Symptom, Finding, relations, notes (`#`) and other lines are ignored.
+- ADE Corpus v2 `DRUG-AE.rel`: `PMID|sentence|effect|begin|end|drug|begin|end`, one drug-effect
+  pair per line. Its offsets count from the start of the PubMed abstract, not of the sentence, so
+  drug and effect are located by text in the sentence; where a string occurs several times, the
+  occurrence pair whose distance matches the file's offset difference is taken. Rows with the same
+  (PMID, sentence) form one report with all its drugs and effects.
+
+Command line: `python -m helpers.corpora {cadec,ade} SRC OUT.jsonl`.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from .io import DataError, write_jsonl
+from .schemas import dedupe, validate_report
+
+CADEC_LABELS = {"ADR": "adverse_event", "Drug": "drug"}
+CADEC_TYPES = ("ADR", "Drug", "Disease", "Symptom", "Finding")
+KINDS = ("cadec", "ade")
+
+
+def _read_raw(path: Path) -> str:
+    """A file's text with line endings kept as they are, so character offsets stay right."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        return fh.read()
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+# ---- CADEC ------------------------------------------------------------------------------------------
+def parse_ann_line(line: str, text: str, where: str) -> tuple[str, str, list[tuple[int, int]]] | None:
+    """One brat text-bound line -> (type, label text, fragments); None for lines we do not use."""
+    if not line.strip() or line.startswith("#") or not line.startswith("T"):
+        return None
+    parts = line.rstrip("\r\n").split("\t")
+    if len(parts) != 3:
+        raise DataError(f"{where}: expected 'ID<TAB>TYPE START END[;START END...]<TAB>TEXT', "
+                        f"got {len(parts)} tab-separated fields")
+    head = parts[1].split(" ", 1)
+    if len(head) != 2:
+        raise DataError(f"{where}: no offsets after the type in {parts[1]!r}")
+    kind, offsets = head
+    frags = []
+    for frag in offsets.split(";"):
+        m = re.fullmatch(r"\s*(\d+)\s+(\d+)\s*", frag)
+        if not m:
+            raise DataError(f"{where}: bad offsets {frag!r} (expected 'START END')")
+        s, e = int(m.group(1)), int(m.group(2))
+        if not 0 <= s < e <= len(text):
+            raise DataError(f"{where}: offsets {s} {e} outside the text ({len(text)} characters)")
+        frags.append((s, e))
+    label_text = " ".join(text[s:e] for s, e in frags)
+    if kind in CADEC_LABELS and not _same_text(label_text, parts[2]):
+        raise DataError(f"{where}: annotation text {parts[2]!r} does not match the text at its "
+                        f"offsets {label_text!r}")
+    return kind, " ".join(label_text.split()), frags
+
+
+def load_cadec_document(txt: Path, ann: Path) -> dict[str, Any]:
+    """One CADEC post and its annotation file as a canonical report (id = file name)."""
+    text = _read_raw(txt)
+    if not text.strip():
+        raise DataError(f"{txt}: empty post")
+    labels = []
+    for n, line in enumerate(_read_raw(ann).splitlines(), 1):
+        parsed = parse_ann_line(line, text, f"{ann}:{n}")
+        if parsed and parsed[0] in CADEC_LABELS:
+            labels.append(parsed)
+    labels.sort(key=lambda x: x[2][0])
+    spans = sorted({(CADEC_LABELS[k], s, e) for k, _, frags in labels for s, e in frags},
+                   key=lambda x: (x[1], x[2], x[0]))
+    rec = {"id": txt.stem, "text": text,
+           "drugs": dedupe(t for k, t, _ in labels if k == "Drug"),
+           "adverse_events": dedupe(t for k, t, _ in labels if k == "ADR"),
+           "spans": [{"label": lab, "start": s, "end": e, "text": text[s:e]} for lab, s, e in spans],
+           "source": "cadec"}
+    return validate_report(rec, str(ann))
+
+
+def load_cadec(folder: Path | str) -> list[dict[str, Any]]:
+    """A CADEC folder (text/*.txt with original/*.ann) as canonical reports, sorted by name."""
+    folder = Path(folder)
+    text_dir, ann_dir = folder / "text", folder / "original"
+    if not text_dir.is_dir() or not ann_dir.is_dir():
+        raise DataError(f"{folder}: a CADEC folder needs 'text/' and 'original/' sub-folders")
+    texts = sorted(text_dir.glob("*.txt"))
+    if not texts:
+        raise DataError(f"{text_dir}: no .txt posts")
+    out = []
+    for txt in texts:
+        ann = ann_dir / f"{txt.stem}.ann"
+        if not ann.exists():
+            raise DataError(f"{txt}: no annotation file {ann}")
+        out.append(load_cadec_document(txt, ann))
+    return out
+
+
+# ---- ADE Corpus v2 ------------------------------------------------------------------------------------
+def _occurrences(sentence: str, needle: str) -> list[int]:
+    """Start offsets of a string in a sentence (exact first, else case-insensitive)."""
+    for hay, ndl in ((sentence, needle), (sentence.lower(), needle.lower())):
+        found = [m.start() for m in re.finditer(re.escape(ndl), hay)]
+        if found:
+            return found
+    return []
+
+
+def locate_pair(sentence: str, effect: str, e_begin: int, drug: str, d_begin: int,
+                where: str) -> tuple[int, int]:
+    """Sentence offsets of an effect and a drug; their file offsets (abstract-based) only decide
+    between repeated occurrences, through the distance between the two."""
+    eff, drg = _occurrences(sentence, effect), _occurrences(sentence, drug)
+    if not eff:
+        raise DataError(f"{where}: effect {effect!r} does not occur in the sentence")
+    if not drg:
+        raise DataError(f"{where}: drug {drug!r} does not occur in the sentence")
+    wanted = e_begin - d_begin
+    return min(((e, d) for e in eff for d in drg),
+               key=lambda ed: (abs((ed[0] - ed[1]) - wanted), ed[0], ed[1]))
+
+
+def parse_ade_line(line: str, where: str) -> dict[str, Any]:
+    """One DRUG-AE.rel line -> its PMID, sentence, effect and drug (with file offsets)."""
+    parts = line.rstrip("\r\n").split("|")
+    if len(parts) < 8:
+        raise DataError(f"{where}: expected 8 '|'-separated fields "
+                        f"PMID|sentence|effect|begin|end|drug|begin|end, got {len(parts)}")
+    # a '|' inside the sentence would shift the fields: the last six are fixed
+    pmid, sentence = parts[0].strip(), "|".join(parts[1:-6])
+    effect, e_b, e_e, drug, d_b, d_e = parts[-6:]
+    try:
+        e_b, e_e, d_b, d_e = (int(x) for x in (e_b, e_e, d_b, d_e))
+    except ValueError:
+        raise DataError(f"{where}: offsets must be integers, got "
+                        f"{parts[-5]!r} {parts[-4]!r} {parts[-2]!r} {parts[-1]!r}") from None
+    if not pmid or not sentence.strip() or not effect.strip() or not drug.strip():
+        raise DataError(f"{where}: empty PMID, sentence, effect or drug")
+    return {"pmid": pmid, "sentence": sentence, "effect": effect.strip(), "e_begin": e_b,
+            "drug": drug.strip(), "d_begin": d_b}
+
+
+def load_ade(path: Path | str) -> list[dict[str, Any]]:
+    """ADE Corpus v2 DRUG-AE.rel as canonical reports, one per (PMID, sentence), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    per_pmid: dict[str, int] = {}
+    for n, line in enumerate(_read_raw(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        row = parse_ade_line(line, where)
+        key = (row["pmid"], row["sentence"])
+        if key not in groups:
+            k = per_pmid[row["pmid"]] = per_pmid.get(row["pmid"], 0) + 1
+            groups[key] = {"id": f"ade-{row['pmid']}-{k}", "text": row["sentence"], "spans": set(),
+                           "where": where}
+        e, d = locate_pair(row["sentence"], row["effect"], row["e_begin"], row["drug"],
+                           row["d_begin"], where)
+        groups[key]["spans"].add(("adverse_event", e, e + len(row["effect"])))
+        groups[key]["spans"].add(("drug", d, d + len(row["drug"])))
+    if not groups:
+        raise DataError(f"{path}: no annotated sentences")
+    out = []
+    for g in groups.values():
+        text = g["text"]
+        spans = sorted(g["spans"], key=lambda x: (x[1], x[2], x[0]))
+        rec = {"id": g["id"], "text": text,
+               "drugs": dedupe(text[s:e] for lab, s, e in spans if lab == "drug"),
+               "adverse_events": dedupe(text[s:e] for lab, s, e in spans if lab == "adverse_event"),
+               "spans": [{"label": lab, "start": s, "end": e, "text": text[s:e]} for lab, s, e in spans],
+               "source": "ade"}
+        out.append(validate_report(rec, g["where"]))
+    return out
+
+
+# ---- conversion ----------------------------------------------------------------------------------------
+def load_corpus(kind: str, src: Path | str) -> list[dict[str, Any]]:
+    """Load a corpus of a named kind ('cadec' folder or 'ade' DRUG-AE.rel file)."""
+    if kind == "cadec":
+        return load_cadec(src)
+    if kind == "ade":
+        return load_ade(src)
+    raise ValueError(f"unknown corpus kind {kind!r}; expected one of {KINDS}")
+
+
+def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str) -> list[dict[str, Any]]:
+    """Write a corpus as canonical JSONL (usable as `test_file`) and return its reports."""
+    reports = load_corpus(kind, src)
+    write_jsonl(out_jsonl, reports)
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m helpers.corpora KIND SRC OUT.jsonl`."""
+    ap = argparse.ArgumentParser(prog="python -m helpers.corpora",
+                                 description="Convert CADEC or ADE Corpus v2 to canonical JSONL.")
+    ap.add_argument("kind", choices=KINDS)
+    ap.add_argument("src", help="CADEC folder (text/, original/) or ADE DRUG-AE.rel file")
+    ap.add_argument("out", help="output .jsonl")
+    args = ap.parse_args(argv)
+    try:
+        reports = convert_corpus(args.kind, args.src, args.out)
+    except (DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n_d = sum(len(r["drugs"]) for r in reports)
+    n_a = sum(len(r["adverse_events"]) for r in reports)
+    print(f"{len(reports)} reports ({n_d} drugs, {n_a} adverse events) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
