@@ -87,10 +87,12 @@ def resolve_drugs(drugs: str | Sequence[str]) -> list[str]:
 
 
 def name_index(records: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """Every name, brand and generic (lowercased) -> the record name, so later steps may use either."""
-    index: dict[str, str] = {}
+    """Every name, brand and generic (lowercased) -> a record name, so later steps may use either;
+    a record's own name wins over another record's brand or generic of the same spelling."""
+    records = list(records)
+    index = {rec["name"].lower(): rec["name"] for rec in records}
     for rec in records:
-        for alias in [rec["name"], *rec["brand_names"], *rec["generic_names"]]:
+        for alias in [*rec["brand_names"], *rec["generic_names"]]:
             index.setdefault(alias.lower(), rec["name"])
     return index
 
@@ -721,7 +723,7 @@ def scrape(drugs: str | Sequence[str] = "all", source: str = "cache", *,
                               retries=retries)
     result = ScrapeResult()
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         for name in tqdm(names, desc=f"01_scrape ({source})", disable=not progress):
             try:
                 if source == "cache":
