@@ -184,8 +184,8 @@ def test_committed_jsonl_samples_match_their_sources(kind, src, jsonl):
 
 def test_convert_corpus_and_cli(tmp_path):
     out = tmp_path / "cadec.jsonl"
-    reports = corpora.convert_corpus("cadec", FIXTURES / "cadec_sample", out)
-    assert read_jsonl(out) == reports
+    assert corpora.convert_corpus("cadec", FIXTURES / "cadec_sample", out) == 4
+    assert read_jsonl(out) == corpora.load_cadec(FIXTURES / "cadec_sample")
     cli_out = tmp_path / "ade.jsonl"
     done = subprocess.run([sys.executable, "-m", "helpers.corpora", "ade",
                            str(FIXTURES / "ade_sample" / "DRUG-AE.rel"), str(cli_out)],

@@ -49,6 +49,8 @@ def test_normalize_and_overlap():
     # function words alone do not make a match
     assert metrics.overlap("pain in my legs", "swelling in my feet") == 0.0
     assert metrics.overlap("in", "in") == 1.0
+    assert metrics.overlap("headaches", "headache") == 1.0
+    assert metrics.overlap("dizziness", "dizzines") == 0.0
 
 
 def test_match_items_is_one_to_one_and_prefers_exact():

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, write_jsonl
+from .io import DataError, read_jsonl, write_jsonl
 from .schemas import dedupe, validate_report
 
 CADEC_LABELS = {"ADR": "adverse_event", "Drug": "drug"}
@@ -197,11 +197,11 @@ def load_corpus(kind: str, src: Path | str) -> list[dict[str, Any]]:
     raise ValueError(f"unknown corpus kind {kind!r}; expected one of {KINDS}")
 
 
-def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str) -> list[dict[str, Any]]:
-    """Write a corpus as canonical JSONL (usable as `test_file`) and return its reports."""
+def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str) -> int:
+    """Write a corpus as canonical JSONL (usable as `test_file`); return the number of reports."""
     reports = load_corpus(kind, src)
     write_jsonl(out_jsonl, reports)
-    return reports
+    return len(reports)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,13 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="output .jsonl")
     args = ap.parse_args(argv)
     try:
-        reports = convert_corpus(args.kind, args.src, args.out)
+        n = convert_corpus(args.kind, args.src, args.out)
     except (DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    reports = read_jsonl(args.out)
     n_d = sum(len(r["drugs"]) for r in reports)
     n_a = sum(len(r["adverse_events"]) for r in reports)
-    print(f"{len(reports)} reports ({n_d} drugs, {n_a} adverse events) -> {args.out}")
+    print(f"{n} reports ({n_d} drugs, {n_a} adverse events) -> {args.out}")
     return 0
 
 

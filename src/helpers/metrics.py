@@ -8,7 +8,8 @@ Conventions (documented once here):
   nothing counts as a false positive, so repeating an event is punished.
 - Items are matched one-to-one. `exact`: identical strings. `normalized`: equal after lower-casing,
   replacing punctuation by spaces and collapsing whitespace. `relaxed`: equal under `normalized`,
-  or content-token Dice overlap >= RELAXED_THRESHOLD; pairs are taken greedily, best first.
+  or Dice overlap >= RELAXED_THRESHOLD of their content tokens (function words dropped, plurals
+  folded); pairs are taken greedily, best first (exact, then normalized, then by overlap).
 - A ratio whose denominator is zero (no predictions, no gold) is 0.0.
 """
 from __future__ import annotations
@@ -42,11 +43,17 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+def _fold_plural(token: str) -> str:
+    """A crude plural fold ("headaches" -> "headache", "dizziness" kept) for relaxed matching."""
+    return token[:-1] if len(token) > 3 and token.endswith("s") and not token.endswith("ss") else token
+
+
 def content_tokens(text: str) -> set[str]:
-    """Tokens a relaxed match may share: words minus function words (all words if only those)."""
+    """Tokens a relaxed match may share: words minus function words (all words if only those),
+    plurals folded."""
     toks = normalize(text).split()
     content = [t for t in toks if t not in STOPWORDS]
-    return set(content or toks)
+    return {_fold_plural(t) for t in content or toks}
 
 
 def overlap(a: str, b: str) -> float:
