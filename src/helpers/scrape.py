@@ -106,6 +106,7 @@ _LEAD_IN = re.compile(
 _TRAIL = re.compile(r"(?:\s+(?:or|and)|\s*(?:such as|like|including|e\.g\.)|[\s;,.:*\u2022-])+$", re.I)
 _LEAD_SEP = re.compile(r"\s+(?:-{1,2}|\u2013|\u2014)\s+|(?<=[a-z)])(?:--|\u2014)(?=[a-z(])|:\s+", re.I)
 _MAX_TERM_WORDS = 16
+_NOT_TERMS = {"or", "and", "etc", "a", "an", "the", "other", "others", "more", "less"}
 _MAX_USE_WORDS = 40
 
 
@@ -142,15 +143,25 @@ def _split_top(text: str, seps: str) -> list[str]:
 
 
 def _split_commas(piece: str) -> list[str]:
-    """Comma lists -> terms, except an enumeration of one phrase's objects
-    ("swelling of your face, lips, tongue, or throat" stays whole)."""
-    frags = [f.strip() for f in _split_top(piece, ",") if f.strip()]
+    """Comma lists -> terms, except an enumeration of one phrase's objects ("swelling of your
+    face, lips, tongue, or throat" stays whole) and a trailing clause ("..., like you might pass out")."""
+    frags: list[str] = []
+    for frag in (f.strip() for f in _split_top(piece, ",")):
+        if not frag:
+            continue
+        if frags and _CLAUSE.match(frag):
+            frags[-1] = f"{frags[-1]}, {frag}"
+        else:
+            frags.append(frag)
     if len(frags) <= 1:
         return frags
     rest = [_LEAD_IN.sub("", f).strip() for f in frags[1:]]
     if len(frags[0].split()) >= 2 and all(len(r.split()) == 1 for r in rest):
-        return [piece]
+        return [", ".join(frags)]
     return frags
+
+
+_CLAUSE = re.compile(r"(?:like|as if|as though|especially|which|that|where|when|who|even)\b", re.I)
 
 
 def split_terms(text: str, commas: bool = True) -> list[str]:
@@ -174,7 +185,8 @@ def clean_terms(items: Iterable[str], max_words: int = _MAX_TERM_WORDS) -> list[
     terms = []
     for item in items:
         term = _strip_term(item)
-        if term and re.search(r"[A-Za-z]", term) and len(term.split()) <= max_words:
+        if (term and re.search(r"[A-Za-z]", term) and len(term.split()) <= max_words
+                and term.lower() not in _NOT_TERMS):
             terms.append(term)
     return dedupe(terms)
 
@@ -213,7 +225,9 @@ def _text(node: Any, skip_lists: bool = False) -> str:
         if isinstance(n, NavigableString):
             parts.append(str(n))
             return
-        if not isinstance(n, Tag) or n.name in _SKIP or (skip_lists and n.name in _LIST):
+        if not isinstance(n, Tag) or n.name in _SKIP:
+            return
+        if skip_lists and n is not node and (n.name in _LIST or n.name == "li"):
             return
         if n.name == "br":
             parts.append("\n")
@@ -233,7 +247,7 @@ def _text(node: Any, skip_lists: bool = False) -> str:
 
 @dataclass
 class _Block:
-    kind: str        # "para" (intro/prose) or "item" (a list item)
+    kind: str        # "para" (intro/prose), "item" (a list item), "push"/"pop" (a nested group)
     text: str
 
 
@@ -302,21 +316,29 @@ class _Section:
         self._inline_run(run)
 
     def _item(self, li: Tag) -> None:
+        """A list item: its own text (nested lists and items excluded), then what it nests; an
+        item like "Less common:" over a nested list opens a group for that list."""
         text = _text(li, skip_lists=True).replace("\n", " ")
         first = next((c for c in li.children if not (isinstance(c, NavigableString) and not c.strip())), None)
         if isinstance(first, Tag) and first.name in ("b", "strong"):
             lead = " ".join(first.get_text(" ").split())
             rest = text[len(lead):].strip() if text.startswith(lead) else ""
-            if lead and rest and not _LEAD_SEP.match(" " + rest) and not rest[0] in ":-,;\u2013\u2014":
+            if lead and rest and not _LEAD_SEP.match(" " + rest) and rest[0] not in ":-,;\u2013\u2014":
                 text = f"{lead} - {rest}"
-        if text:
+        nested = [c for c in li.children if isinstance(c, Tag) and
+                  (c.name in _LIST or c.name == "li" or c.find(["li", *_LIST]) is not None)]
+        opens = bool(nested) and text.rstrip().endswith(":") and classify_intro(text) is not None
+        if opens:
+            self.blocks.append(_Block("push", text))
+        elif text:
             self.blocks.append(_Block("item", text))
-        for child in li.find_all(_LIST, recursive=False):
-            self._walk(child)
-        for child in li.children:
-            if isinstance(child, Tag) and child.name not in _LIST and child.find(_LIST):
-                for sub in child.find_all(_LIST):
-                    self._walk(sub)
+        for child in nested:
+            if child.name == "li":
+                self._item(child)
+            else:
+                self._walk(child)
+        if opens:
+            self.blocks.append(_Block("pop", text))
 
 
 def _text_of_run(run: list[Any]) -> str:
@@ -342,7 +364,7 @@ def _find_section(soup: BeautifulSoup, section_id: str) -> Tag | None:
 
 # ---- drugs.com pages --------------------------------------------------------------------------
 _USED_FOR = re.compile(
-    r"\b(?:is|are|may be)\s+used\s+(?:alone\s+or\s+(?:together\s+|in\s+combination\s+)?with\s+"
+    r"\b(?:is|are|may be)\s+(?:also\s+|mainly\s+|often\s+)?used\s+(?:alone\s+or\s+(?:together\s+|in\s+combination\s+)?with\s+"
     r"other\s+\w+\s+|together\s+with\s+other\s+\w+\s+|short-term\s+|long-term\s+)?"
     r"(?:(?:to\s+(?:help\s+)?treat|for(?:\s+the\s+treatment\s+of)?|in(?:\s+the\s+treatment\s+of)?)\s+"
     r"(?P<what>.+)|(?P<verb>to\s+(?:help\s+)?(?:prevent|reduce|lower|improve|relieve|control|"
@@ -353,7 +375,7 @@ _NOT_A_USE = re.compile(r"purposes not listed|medication guide|not approved|shou
 
 def _uses_from_blocks(blocks: list[_Block]) -> list[str]:
     """List items of the uses section, or else the 'is used to treat ...' phrases of its prose."""
-    items = [b.text for b in blocks if b.kind == "item"]
+    items = [b.text for b in blocks if b.kind in ("item", "push")]
     if items:
         return clean_terms((t for item in items for t in _split_top(item, ";")), _MAX_USE_WORDS)
     uses = []
@@ -384,6 +406,7 @@ def _inline_terms(text: str, group: str | None) -> list[tuple[str, str]]:
         if not re.search(r"[,;]", inner):
             continue
         lead = re.split(r"\b(?:if you have|you have|or|and|with|have)\b", lead)[-1].strip()
+        lead = re.sub(r"^(?:an?|the)\s+", "", lead, flags=re.I)
         lead_group = classify_intro(lead) or group
         if lead and lead_group != "allergic" and not re.search(r"allerg", lead, re.I):
             out.extend((lead_group, t) for t in clean_terms([lead]))
@@ -394,9 +417,14 @@ def _inline_terms(text: str, group: str | None) -> list[tuple[str, str]]:
 def _side_effects_from_blocks(blocks: list[_Block]) -> dict[str, list[str]]:
     """Side-effect terms grouped by the intro paragraphs of the section."""
     grouped: dict[str, list[str]] = {g: [] for g in SIDE_EFFECT_GROUPS}
-    current = "other"
+    current, stack = "other", []
     for block in blocks:
-        if block.kind == "para":
+        if block.kind == "push":
+            stack.append(current)
+            current = classify_intro(block.text) or current
+        elif block.kind == "pop":
+            current = stack.pop() if stack else current
+        elif block.kind == "para":
             lines = block.text.split("\n")
             group = classify_intro(lines[0])
             for group_, term in _inline_terms(lines[0], group):
@@ -532,11 +560,14 @@ def _label_score(label: dict[str, Any], name: str) -> tuple:
 def _uses_from_indications(text: str) -> list[str]:
     """Indications text -> use phrases ("indicated for X" -> X), headings and numbers removed."""
     text = re.sub(r"^\s*(?:\d+(?:\.\d+)?\s+)?INDICATIONS?\s*(?:AND|&)\s*USAGE\s*", "", text, flags=re.I)
-    pieces = re.split(r"\s*\u2022\s*|\s+\d+\.\d+\s+(?=[A-Z])|(?<=\.)\s+(?=[A-Z])", text)
+    text = re.sub(r"\s*\((?:[^()]*\bsee\b[^()]*|\s*\d+(?:\.\d+)*\s*(?:,\s*\d+(?:\.\d+)*\s*)*)\)|\s*\[[^\]]*\]",
+                  "", text, flags=re.I)
+    pieces = re.split(r"\s*\u2022\s*|\s+\d+\.\d+\s+(?=[A-Z])|(?<=[.:])\s+(?=[A-Z])", text)
     uses = []
     for piece in pieces:
-        piece = re.sub(r"\([^)]*(?:see|\d\.\d)[^)]*\)|\[[^\]]*\]", "", piece).strip()
-        if _NOT_A_USE.search(piece) or re.match(r"limitations? of use", piece, re.I):
+        piece = piece.strip()
+        if (_NOT_A_USE.search(piece) or re.match(r"limitations? of use", piece, re.I)
+                or re.search(r"\bindicated\s*:?$", piece, re.I)):
             continue
         m = re.search(r"\bindicated\s+(?:for|as|in|to)?\s*(?:the\s+)?(?:treatment\s+of\s+)?(.+)", piece, re.I)
         what = m.group(1) if m else piece
@@ -544,6 +575,15 @@ def _uses_from_indications(text: str) -> list[str]:
         if 3 <= len(what) <= 200 and not what.isupper():
             uses.append(what)
     return clean_terms(uses, _MAX_USE_WORDS)
+
+
+_BODY_SYSTEMS = (r"Body as a Whole|General(?: Disorders)?|Gastrointestinal|Digestive|Nervous|"
+                 r"Central Nervous|Psychiatric|Cardiovascular|Cardiac|Vascular|Respiratory|Skin|"
+                 r"Dermatologic|Musculoskeletal|Hepatic|Hepatobiliary|Renal|Urogenital|Genitourinary|"
+                 r"Reproductive|Metabolic|Metabolism and Nutrition|Endocrine|Hematologic|Hemic and "
+                 r"Lymphatic|Blood and Lymphatic|Immune|Special Senses|Eye|Ear|Infections|Investigations")
+_SYSTEM_LIST = re.compile(rf"\b(?:{_BODY_SYSTEMS})(?:\s+(?:System|Disorders|and Appendages|and "
+                          rf"Subcutaneous Tissue|Conditions))*\s*:\s*([^:]+?)\.(?=\s+[A-Z0-9]|\s*$)")
 
 
 _ALLERGIC_WORDS = ("anaphylaxis", "anaphylactic reactions", "angioedema", "urticaria",
@@ -564,10 +604,10 @@ def _side_effects_from_label(text: str) -> dict[str, list[str]]:
                                                  if len(t.split()) <= 3 else [t]))
     for m in re.finditer(r"([A-Z][^\[\]\u2022:;.]{2,80}?)\s*\[\s*see\s+(?:Warnings|Boxed)", body):
         grouped["serious"].extend(clean_terms([m.group(1)]))
-    for m in re.finditer(r"(?:^|(?<=[.;]\s))([A-Z][A-Za-z ,&/-]{2,40}):\s+([^:]+?)\.(?=\s+[A-Z]|$)", body):
-        if re.search(r"\d", m.group(2)):
+    for m in _SYSTEM_LIST.finditer(body):
+        if re.search(r"\d", m.group(1)):
             continue
-        grouped["other"].extend(t for t in clean_terms(_split_top(m.group(2), ",;"))
+        grouped["other"].extend(t for t in clean_terms(_split_top(m.group(1), ",;"))
                                 if len(t.split()) <= 6)
     low = body.lower()
     for word in _ALLERGIC_WORDS:
@@ -642,7 +682,7 @@ def drugs_com_url(name: str, base_url: str | None = None) -> str:
 def openfda_url(name: str, base_url: str | None = None, field: str = "brand_name",
                 limit: int = 5) -> str:
     """openFDA label search for a brand (or generic) name, exact phrase, `limit` labels."""
-    search = quote(f'openfda.{field}:"{name}"', safe=':"')
+    search = quote(f'openfda.{field}:"{name}"', safe=':')
     return f"{(base_url or OPENFDA_BASE).rstrip('/')}/drug/label.json?search={search}&limit={int(limit)}"
 
 
