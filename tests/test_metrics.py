@@ -269,6 +269,22 @@ def test_compare_systems(run_root):
         metrics.compare_systems("nothing-here")
 
 
+def test_unsnapped_rows_score_the_models_own_strings(run_root):
+    # grounding snapped "dark urin" to the report's "dark urine"; the unsnapped row scores the copy
+    rec = pred("S", ["Lipitor"], ["dark urine"], ["Lipitor"], ["dark urine"])
+    rec["parsed_unsnapped"] = {"drugs": ["Lipitor"], "adverse_events": ["dark urin"]}
+    same = pred("T", ["Zocor"], ["rash"], ["Zocor"], ["rash"])
+    same["parsed_unsnapped"] = {"drugs": ["Zocor"], "adverse_events": ["rash"]}
+    write_jsonl(paths.predictions_file("demo", "test", "y-lora"), [rec, same])
+    write_jsonl(paths.predictions_file("demo", "test", "z-lora"), [same])
+    df = metrics.compare_systems("demo", splits=["test"], systems=["y-lora", "z-lora"], n_boot=10)
+    assert list(df["system"]) == ["y-lora", "y-lora (unsnapped)", "z-lora"]
+    assert list(df["unsnapped"]) == [False, True, False]
+    # snapped: 4 strings all right; unsnapped: "dark urin" is wrong -> seed P 3/4, R 3/4
+    assert list(df["seed01_f1"]) == pytest.approx([1.0, 0.75, 1.0])
+    assert df["parse_statuses"].iloc[0] == "ok 2"
+
+
 def test_bad_prediction_file_names_line(run_root):
     path = paths.predictions_file("demo", "test", "broken")
     rows = [PREDS[0], {k: v for k, v in PREDS[1].items() if k != "grounding"}]
@@ -316,3 +332,9 @@ def test_plots_write_pngs(run_root, tmp_path):
         assert fig.axes
     heat = figs["drug.png"].axes[0].images[0].get_array()
     assert heat.shape == (2, 5)  # systems x drugs
+
+
+def test_expected_systems():
+    assert metrics.expected_systems(["a", "b"]) == ["a-base", "a-lora", "b-base", "b-lora"]
+    with pytest.raises(TypeError, match="list of model keys"):
+        metrics.expected_systems("a")

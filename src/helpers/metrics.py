@@ -115,9 +115,11 @@ def _str_items(value: Any) -> list[str]:
     return [str(x).strip() for x in value if x is not None and str(x).strip()]
 
 
-def predicted(rec: dict[str, Any]) -> dict[str, list[str]]:
-    """What a system predicted for one report; a parse failure predicts the empty record."""
-    parsed = rec.get("parsed")
+def predicted(rec: dict[str, Any], source: str = "parsed") -> dict[str, list[str]]:
+    """What a system predicted for one report; a parse failure predicts the empty record.
+    `source="parsed_unsnapped"` scores the model's own strings (before grounding snapped them),
+    falling back to `parsed` where a record has no unsnapped copy."""
+    parsed = rec.get(source) if isinstance(rec.get(source), dict) else rec.get("parsed")
     if not rec.get("parse_ok") or not isinstance(parsed, dict):
         return {f: [] for f in FIELDS}
     return {f: _str_items(parsed.get(f)) for f in FIELDS}
@@ -154,17 +156,17 @@ def prediction_files(run: str) -> dict[tuple[str, str], Path]:
 
 
 # ---- seed-compatible metric (STUDY.md section 5) -------------------------------------------------
-def seed01_sets(rec: dict[str, Any]) -> tuple[set[str], set[str]]:
+def seed01_sets(rec: dict[str, Any], source: str = "parsed") -> tuple[set[str], set[str]]:
     """Gold and predicted string sets of one report: its drug(s) plus every adverse event."""
-    g, p = gold_of(rec), predicted(rec)
+    g, p = gold_of(rec), predicted(rec, source)
     return set(g["drugs"]) | set(g["adverse_events"]), set(p["drugs"]) | set(p["adverse_events"])
 
 
-def seed01_scores(preds: Iterable[dict[str, Any]]) -> dict[str, float]:
+def seed01_scores(preds: Iterable[dict[str, Any]], source: str = "parsed") -> dict[str, float]:
     """Seed 01's table metric: per-report string sets, exact match, micro P/R over all reports."""
     tp = fp = fn = 0
     for rec in preds:
-        g, p = seed01_sets(rec)
+        g, p = seed01_sets(rec, source)
         tp += len(g & p)
         fp += len(p - g)
         fn += len(g - p)
@@ -233,11 +235,11 @@ def count_columns() -> list[str]:
     return [f"{f}_{m}_{c}" for f in FIELDS for m in MATCHINGS for c in ("tp", "fp", "fn")]
 
 
-def report_counts(preds: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def report_counts(preds: Sequence[dict[str, Any]], source: str = "parsed") -> pd.DataFrame:
     """One row per report: match counts per field and matching, seed-01 counts, parse and grounding."""
     rows = []
     for rec in preds:
-        g, p = gold_of(rec), predicted(rec)
+        g, p = gold_of(rec), predicted(rec, source)
         row: dict[str, Any] = {"id": rec.get("id")}
         for f in FIELDS:
             for m in MATCHINGS:
@@ -245,7 +247,7 @@ def report_counts(preds: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 row[f"{f}_{m}_tp"] = tp
                 row[f"{f}_{m}_fp"] = len(p[f]) - tp
                 row[f"{f}_{m}_fn"] = len(g[f]) - tp
-        gs, ps = seed01_sets(rec)
+        gs, ps = seed01_sets(rec, source)
         row.update(seed01_tp=len(gs & ps), seed01_fp=len(ps - gs), seed01_fn=len(gs - ps))
         row["parse_ok"] = bool(rec.get("parse_ok")) and isinstance(rec.get("parsed"), dict)
         grounding = rec.get("grounding") or []
@@ -301,14 +303,24 @@ def grounding_rate(preds: Sequence[dict[str, Any]]) -> float:
     return found / total if total else float("nan")
 
 
-def evaluate(preds: Sequence[dict[str, Any]], n_boot: int = 200, seed: int = 13) -> dict[str, Any]:
+def parse_statuses(preds: Sequence[dict[str, Any]]) -> str:
+    """How outputs parsed, e.g. "ok 20, repaired 3, no_json 1" (from each record's parse_status)."""
+    counts: dict[str, int] = {}
+    for rec in preds:
+        status = rec.get("parse_status") or ("ok" if rec.get("parse_ok") else "failed")
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def evaluate(preds: Sequence[dict[str, Any]], n_boot: int = 200, seed: int = 13,
+             source: str = "parsed") -> dict[str, Any]:
     """Every headline number of one prediction set, as one flat row (CIs from a seeded bootstrap)."""
     preds = list(preds)
     if not preds:
         raise ValueError("no predictions to evaluate")
-    c = report_counts(preds)
-    row: dict[str, Any] = {"n": len(preds)}
-    s = seed01_scores(preds)
+    c = report_counts(preds, source)
+    row: dict[str, Any] = {"n": len(preds), "parse_statuses": parse_statuses(preds)}
+    s = seed01_scores(preds, source)
     row.update(seed01_p=s["precision"], seed01_r=s["recall"], seed01_f1=s["f1"])
     row["parse_fail_rate"] = float((~c["parse_ok"]).mean())
     total, found = int(c["grounding_total"].sum()), int(c["grounding_found"].sum())
@@ -444,16 +456,29 @@ def _select(run: str, splits: Sequence[str] | None,
             if (splits is None or k[0] in splits) and (systems is None or k[1] in systems)}
 
 
+def has_unsnapped(preds: Sequence[dict[str, Any]]) -> bool:
+    """Whether grounding changed any parsed record (then the model's own strings get a row too)."""
+    return any(isinstance(r.get("parsed_unsnapped"), dict) and r.get("parse_ok")
+               and predicted(r, "parsed_unsnapped") != predicted(r) for r in preds)
+
+
 def compare_systems(run: str, splits: Sequence[str] | None = None,
                     systems: Sequence[str] | None = None, n_boot: int = 200,
-                    seed: int = 13) -> pd.DataFrame:
+                    seed: int = 13, unsnapped: bool = True) -> pd.DataFrame:
     """One row per (split, system) of a run: seed-compatible P/R/F1, per-field P/R/F1 with 95% CIs
-    for every matching, parse-failure rate, grounding rate and n."""
+    for every matching, parse-failure rate, grounding rate and n. With `unsnapped`, a system whose
+    outputs grounding snapped to the report's text also gets a row `<system> (unsnapped)` scoring
+    the model's own strings."""
     rows = []
     for (split, system), path in _select(run, splits, systems).items():
-        row = {"split": split, "system": system}
-        row.update(evaluate(load_predictions(path), n_boot=n_boot, seed=seed))
+        preds = load_predictions(path)
+        row = {"split": split, "system": system, "unsnapped": False}
+        row.update(evaluate(preds, n_boot=n_boot, seed=seed))
         rows.append(row)
+        if unsnapped and has_unsnapped(preds):
+            row = {"split": split, "system": f"{system} (unsnapped)", "unsnapped": True}
+            row.update(evaluate(preds, n_boot=n_boot, seed=seed, source="parsed_unsnapped"))
+            rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no prediction files of run {run!r} match splits={splits} "
                                 f"systems={systems}")
@@ -537,4 +562,6 @@ def comparison_markdown(comparison: pd.DataFrame, run: str, n_boot: int) -> str:
 
 def expected_systems(models: Iterable[str]) -> list[str]:
     """The LLM systems a run's profile promises: `<model>-base` and `<model>-lora` per model."""
+    if isinstance(models, str):
+        raise TypeError(f"models must be a list of model keys, got the string {models!r}")
     return [f"{m}-{v}" for m in models for v in ("base", "lora")]
