@@ -20,7 +20,6 @@ the caller checks; what could not be fetched at all raises `FetchError` with the
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 import urllib.robotparser
 from dataclasses import asdict, dataclass
@@ -236,13 +235,3 @@ class PoliteClient:
             self._sleep(wait)
         raise FetchError(url, f"{reason} after {self.retries + 1} attempt(s)", status)
 
-
-def cache_index(cache_dir: Path | str) -> dict[str, Path]:
-    """Every URL in the on-disk cache -> its file (for provenance tables)."""
-    out = {}
-    for path in sorted(Path(cache_dir).glob("*/*.json")):
-        try:
-            out[json.loads(path.read_text(encoding="utf-8"))["url"]] = path
-        except (json.JSONDecodeError, KeyError, OSError) as e:
-            raise DataError(f"{path}: unreadable cache entry ({e})") from e
-    return out
