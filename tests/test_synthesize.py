@@ -154,7 +154,9 @@ def test_clean_term_and_misspell():
     assert S.clean_term("unexplained muscle pain, tenderness, or weakness") == "unexplained muscle pain"
     assert S.clean_term("a seizure") == "seizure"
     assert S.clean_term("swelling of your face, lips") == "swelling of the face"
-    assert S.clean_term("Fast or pounding heartbeats") == "fast or pounding heartbeats"
+    assert S.clean_term("Fast or pounding heartbeats") == "pounding heartbeats"
+    assert S.clean_term("chest pain or pressure") == "chest pain"
+    assert S.clean_term("lips") is None and S.clean_term("with or without vomiting") is None
     assert S.clean_term("HIV infection") == "HIV infection"
     assert S.clean_term("(rare) 123") is None
     import random

@@ -138,7 +138,10 @@ DISEASES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("lymphoma",), ("lymphoma",)),
     (("leukemia",), ("leukemia",)),
     (("acne",), ("acne",)),
-    (("infection",), ("chest infection", "Lyme disease")),
+    (("respiratory tract infection",), ("chest infection",)),
+    (("lyme",), ("Lyme disease",)),
+    (("rosacea",), ("rosacea",)),
+    (("pah",), ("pulmonary hypertension",)),
     (("angina",), ("angina",)),
     (("heart failure",), ("heart failure",)),
     (("fibromyalgia",), ("fibromyalgia",)),
@@ -196,6 +199,9 @@ class Drug:
 
 
 _TERM_OK = re.compile(r"^[A-Za-z][A-Za-z' /-]*[A-Za-z]$")
+# fragments a scraper can leave behind that are not symptoms on their own
+_NOT_TERMS = {"lips", "throat", "tongue", "face", "eyes", "jaw", "hands", "feet", "legs", "arms",
+              "driving", "warmth", "pain", "making phone calls", "eating while not fully awake"}
 
 
 def clean_term(term: str) -> str | None:
@@ -203,7 +209,12 @@ def clean_term(term: str) -> str | None:
     t = re.split(r"--|;|,|\(|:| - |\u2014|\u2013", term, maxsplit=1)[0].strip().rstrip(".")
     t = re.sub(r"^(a|an|the|or|and|severe|mild)\s+", "", t, flags=re.I).strip()
     t = re.sub(r"\byour\b", "the", t, flags=re.I)
+    if " or " in t:                       # "runny or stuffy nose" -> "stuffy nose"; "itching or rash" -> "itching"
+        a, b = t.split(" or ", 1)
+        t = b if len(b.split()) > len(a.split()) else a
     if not t or not _TERM_OK.match(t) or len(t.split()) > 5 or len(t) < 3:
+        return None
+    if t.lower() in _NOT_TERMS or re.match(r"(with|without|you)\b", t, re.I) or " you " in f" {t} ":
         return None
     if len(t) > 1 and not t[:2].isupper():         # keep acronyms (e.g. "HIV")
         t = t[0].lower() + t[1:]
@@ -221,6 +232,7 @@ def _clean_name(name: str) -> str | None:
 def _diseases_for(rec: dict[str, Any]) -> tuple[str, ...]:
     """Conditions named in the record's `uses`, as a reporter would write them."""
     uses = " ".join(rec.get("uses", [])).lower() + " " + str(rec.get("drug_class") or "").lower()
+    uses = uses.replace("pulmonary arterial hypertension", "pah")
     out: list[str] = []
     for keys, names in DISEASES:
         if any(k in uses for k in keys):
@@ -460,7 +472,6 @@ QUESTIONS = (
     "I missed a dose of {drug} yesterday, what should I do?",
     "How should I store {drug} when I travel?",
     "Can I drink alcohol while taking {drug}?",
-    "Is it safe to take {drug} while breastfeeding?",
 )
 COMPLAINTS = (
     "The last box of {drug} I picked up had a broken seal.",
@@ -829,8 +840,8 @@ def generate_template_split(drugs: Sequence[Drug], n: int, seed: int, split: str
     out = []
     it: Iterable[int] = range(n)
     if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=f"{split}", leave=False)
+        from tqdm import tqdm
+        it = tqdm(it, desc=split, mininterval=2.0)
     for i in it:
         for attempt in range(50):
             rec = gen.generate(i, attempt)

@@ -388,8 +388,8 @@ def generate(drugs: Sequence[Any], n_reports: int, cfg: TeacherConfig, seed: int
                        for j, d in jobs]
             it = futures
             if progress:
-                from tqdm.auto import tqdm
-                it = tqdm(futures, desc=f"teacher {tag}", leave=False)
+                from tqdm import tqdm
+                it = tqdm(futures, desc=f"teacher {tag}", mininterval=2.0)
             results = [f.result() for f in it]
         fresh = _collect(jobs, results, cfg, stats, errors)
         reports, removed = remove_near_duplicates(reports + fresh, cfg.dedupe_threshold)
