@@ -133,6 +133,16 @@ def test_odd_markup():
     assert rec["drug_class"] == "odd agents" and rec["generic_names"] == ["odditrine"]
 
 
+def test_nested_list_inside_a_wrapper_keeps_its_group_and_lead():
+    html = ("<h1>W</h1><h2 id='uses'>u</h2><ul><li>wrapped use</li></ul><h2 id='side-effects'>s</h2>"
+            "<p>Call your doctor at once if you have:</p><ul><li><div>signs of nerve damage:<ul>"
+            "<li>numbness</li><li>tingling<ul><li>burning feet</li></ul></li></ul></div></li></ul>"
+            "<p>Common side effects may include:</p><ul><li>nausea</li></ul>")
+    se = parse_drugs_com(html, "W", "u", "t")["side_effects"]
+    assert se["serious"] == ["nerve damage", "numbness", "tingling", "burning feet"]
+    assert se["common"] == ["nausea"]
+
+
 def test_garbled_page_is_an_error_not_a_record():
     with pytest.raises(DataError, match="no 'uses' and no 'side-effects'"):
         parse_drugs_com(fixture("drugscom_garbled.html"), "Garbled", "https://x/garbled.html", "t")
@@ -178,6 +188,7 @@ def test_cache_source_rebuilds_the_50_shipped_records_byte_identically(tmp_path)
     result = scrape("all", "cache", out_dir=tmp_path / "drugs", cache_dir=tmp_path / "empty-cache",
                     progress=False)
     assert result.failures == [] and len(result.records) == 50
+    assert result.inputs == [curated_page(n) for n in STUDY_DRUGS]
     shipped = paths.drugs_dir()
     for rec in result.records:
         name = f"{slugify(rec['name'])}.json"
@@ -272,6 +283,7 @@ def test_drugs_com_source_against_a_local_server(tmp_path):
             assert rec["source_url"] == f"{srv.url}/{slugify(rec['name'])}.html"
         assert read_json(tmp_path / "out" / "missingol.json")["missing_sections"] == ["side_effects"]
         assert srv.count("/flaky.html") == 2 and srv.count("/robots.txt") == 1
+        assert len(result.inputs) == 3 and all(p.is_relative_to(tmp_path / "cache") for p in result.inputs)
         first = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
         hits = len(srv.hits)
         again = scrape(["Examplor", "Missingol", "Flaky"], "drugs.com", base_url=srv.url, **opts)

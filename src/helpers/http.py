@@ -119,7 +119,7 @@ class PoliteClient:
     def __init__(self, cache_dir: Path | str | None = None, *, user_agent: str = USER_AGENT,
                  timeout_s: float = 20.0, retries: int = 3, backoff_s: float = 1.0,
                  rate_limit_s: float = 1.0, max_wait_s: float = 120.0,
-                 respect_robots: bool = True, sleep=time.sleep):
+                 respect_robots: bool = True):
         if timeout_s <= 0 or retries < 0 or backoff_s < 0 or rate_limit_s < 0:
             raise ValueError("timeout_s must be > 0; retries, backoff_s and rate_limit_s >= 0")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -127,7 +127,6 @@ class PoliteClient:
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.rate_limit_s, self.max_wait_s = rate_limit_s, max_wait_s
         self.respect_robots = respect_robots
-        self._sleep = sleep
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": user_agent,
                                      "Accept": "text/html,application/json;q=0.9,*/*;q=0.5"})
@@ -202,7 +201,7 @@ class PoliteClient:
         if last is not None:
             wait = self._host_delay(url) - (time.monotonic() - last)
             if wait > 0:
-                self._sleep(wait)
+                time.sleep(wait)
         self._last_request[host] = time.monotonic()
 
     def _request(self, url: str) -> requests.Response:
@@ -232,6 +231,6 @@ class PoliteClient:
                 raise FetchError(url, f"{reason}; asked to wait {wait:g} s (> {self.max_wait_s:g} s)",
                                  status)
             self.stats["retries"] += 1
-            self._sleep(wait)
+            time.sleep(wait)
         raise FetchError(url, f"{reason} after {self.retries + 1} attempt(s)", status)
 

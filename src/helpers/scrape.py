@@ -164,7 +164,7 @@ def _split_commas(piece: str) -> list[str]:
 _CLAUSE = re.compile(r"(?:like|as if|as though|especially|which|that|where|when|who|even)\b", re.I)
 
 
-def split_terms(text: str, commas: bool = True) -> list[str]:
+def split_terms(text: str) -> list[str]:
     """One list item or inline list -> clean terms (semicolons, commas, lead-in 'X - a, b' items)."""
     out: list[str] = []
     for piece in _split_top(text, ";\n\u2022"):
@@ -176,7 +176,7 @@ def split_terms(text: str, commas: bool = True) -> list[str]:
             lead, detail = piece[:m.start()], piece[m.end():]
             out.append(lead)
             piece = detail
-        out.extend(_split_commas(piece) if commas else [piece])
+        out.extend(_split_commas(piece))
     return clean_terms(out)
 
 
@@ -335,8 +335,16 @@ class _Section:
         for child in nested:
             if child.name == "li":
                 self._item(child)
-            else:
+            elif child.name in _LIST:
                 self._walk(child)
+            else:                       # a wrapper (<div>, <p>) whose own text is already in `text`
+                for sub in child.find_all(["li", *_LIST]):
+                    if sub.find_parent(["li", *_LIST]) is not li:
+                        continue        # deeper: reached through its own list
+                    if sub.name == "li":
+                        self._item(sub)
+                    else:
+                        self._walk(sub)
         if opens:
             self.blocks.append(_Block("pop", text))
 
@@ -464,13 +472,13 @@ _FIELD_LINE = re.compile(r"(generic names?|brand names?|drug class(?:es)?)\s*:",
 
 
 def _fields_from_lines(text: str) -> dict[str, str]:
+    """'Key: value' lines -> {"generic", "brand", "class"}: value (first one wins)."""
     fields: dict[str, str] = {}
     for line in text.split("\n"):
         m = re.match(r"\s*(generic names?|brand names?|drug class(?:es)?)\s*:\s*(.+)", line, re.I)
         if m:
-            key = m.group(1).lower().split()[0] + ("_class" if "class" in m.group(1).lower() else "")
-            fields.setdefault({"generic": "generic", "brand": "brand", "drug_class": "class"}[key],
-                              m.group(2).strip())
+            key = {"g": "generic", "b": "brand", "d": "class"}[m.group(1)[0].lower()]
+            fields.setdefault(key, m.group(2).strip())
     return fields
 
 
@@ -694,7 +702,7 @@ class ScrapeResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
-    inputs: list[Path] = field(default_factory=list)
+    inputs: list[Path] = field(default_factory=list)     # the raw pages/answers the records came from
 
     def summary(self) -> dict[str, Any]:
         return {"read": len(self.records), "failed": len(self.failures),
@@ -731,8 +739,9 @@ def _read_cache(name: str, cache_dir: Path, pages: Path, base_url: str | None,
 
 
 def _read_live(name: str, source: str, client: PoliteClient, base_url: str | None,
-               openfda_limit: int) -> dict[str, Any]:
-    """Online: fetch (or reuse the cached answer) and parse; a non-200 answer is an error."""
+               openfda_limit: int) -> tuple[dict[str, Any], Path | None]:
+    """Online: fetch (or reuse the cached answer) and parse; a non-200 answer is an error.
+    Returns the record and the cache file that holds the raw answer (None without a cache)."""
     if source == "drugs.com":
         fetched = client.get(drugs_com_url(name, base_url))
     else:
@@ -741,7 +750,8 @@ def _read_live(name: str, source: str, client: PoliteClient, base_url: str | Non
             fetched = client.get(openfda_url(name, base_url, "generic_name", openfda_limit))
     if not fetched.ok:
         raise FetchError(fetched.url, f"HTTP {fetched.status}", fetched.status)
-    return _from_fetched(fetched, name, source)
+    raw = cache_path(client.cache_dir, fetched.url) if client.cache_dir is not None else None
+    return _from_fetched(fetched, name, source), raw
 
 
 def scrape(drugs: str | Sequence[str] = "all", source: str = "cache", *,
@@ -767,16 +777,17 @@ def scrape(drugs: str | Sequence[str] = "all", source: str = "cache", *,
         for name in tqdm(names, desc=f"01_scrape ({source})", disable=not progress):
             try:
                 if source == "cache":
-                    record, page = _read_cache(name, cache_dir, pages, base_url, openfda_limit)
-                    result.inputs.append(page)
+                    record, raw = _read_cache(name, cache_dir, pages, base_url, openfda_limit)
                 else:
-                    record = _read_live(name, source, client, base_url, openfda_limit)
+                    record, raw = _read_live(name, source, client, base_url, openfda_limit)
             except (FetchError, DataError, LookupError, ValueError, OSError) as e:
                 result.failures.append({"drug": name, "source": source,
                                         "reason": f"{type(e).__name__}: {e}"})
                 continue
             result.outputs.append(write_json(out_dir / f"{slugify(record['name'])}.json", record))
             result.records.append(record)
+            if raw is not None and raw.exists():
+                result.inputs.append(raw)
     finally:
         if own_client:
             client.close()
