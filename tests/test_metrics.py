@@ -338,3 +338,41 @@ def test_expected_systems():
     assert metrics.expected_systems(["a", "b"]) == ["a-base", "a-lora", "b-base", "b-lora"]
     with pytest.raises(TypeError, match="list of model keys"):
         metrics.expected_systems("a")
+
+
+def test_paired_f1_difference():
+    a = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+    # b fixes report 2 (0/1/1 -> 1/0/0): a sums to 2/2/2 (F1 0.5), b to 3/1/1 (F1 0.75)
+    b = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1]])
+    d = metrics.paired_f1_difference(a, b, 300, seed=2)
+    assert d["delta"] == pytest.approx(0.25)
+    assert 0 <= d["lo"] <= d["delta"] <= d["hi"]  # b is never worse on any resample
+    same = metrics.paired_f1_difference(a, a, 50, seed=2)
+    assert (same["delta"], same["lo"], same["hi"]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same reports"):
+        metrics.paired_f1_difference(a, b[:2], 10, seed=1)
+
+
+def test_lora_gains(run_root):
+    # x-base: the parse failures of PREDS everywhere; x-lora: PREDS -> gains are hand-computable
+    base = [pred(p["id"], p["gold"]["drugs"], p["gold"]["adverse_events"]) for p in PREDS]
+    for split in ("test", "test_unseen"):
+        write_jsonl(paths.predictions_file("demo", split, "x-base"), base)
+    g = metrics.lora_gains("demo", ["x", "absent"], n_boot=50, seed=1)
+    assert sorted(set(g["split"])) == ["test", "test_unseen"] and set(g["model"]) == {"x"}
+    row = g[(g["split"] == "test") & (g["score"] == "seed01")].iloc[0]
+    assert row["base_f1"] == 0.0 and row["lora_f1"] == pytest.approx(6 / 17)
+    assert row["gain"] == pytest.approx(6 / 17)
+    ae = g[(g["split"] == "test") & (g["score"] == "adverse_events_relaxed")].iloc[0]
+    assert ae["gain"] == pytest.approx(8 / 11) and ae["gain_lo"] > 0
+    md = metrics.comparison_markdown(metrics.compare_systems("demo", n_boot=10), "demo", 10, g)
+    assert "## LoRA - base" in md and "| test | x | +0.35 [" in md
+    # the same reports in another order pair by id
+    write_jsonl(paths.predictions_file("demo", "test", "x-base"), base[::-1])
+    g2 = metrics.lora_gains("demo", ["x"], n_boot=50, seed=1)
+    assert g2[g2["split"] == "test"]["gain"].tolist() == pytest.approx(
+        g[g["split"] == "test"]["gain"].tolist())
+    # different report sets cannot be paired
+    write_jsonl(paths.predictions_file("demo", "test", "x-base"), base[:3])
+    with pytest.raises(DataError, match="different reports"):
+        metrics.lora_gains("demo", ["x"], n_boot=10)

@@ -257,24 +257,50 @@ def report_counts(preds: Sequence[dict[str, Any]], source: str = "parsed") -> pd
     return pd.DataFrame(rows)
 
 
-def bootstrap_ci(counts: np.ndarray, n_boot: int, seed: int,
-                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of micro P/R/F1, resampling reports (rows of tp, fp, fn) with replacement."""
+def _check_counts(counts: np.ndarray) -> np.ndarray:
     counts = np.asarray(counts, dtype=float)
     if counts.ndim != 2 or counts.shape[1] != 3 or len(counts) == 0:
         raise ValueError("counts must be a non-empty (reports x 3) array of tp, fp, fn")
-    if n_boot <= 0:
-        return {k: (float("nan"), float("nan")) for k in ("p", "r", "f1")}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(counts), size=(n_boot, len(counts)))
+    return counts
+
+
+def _resampled_prf(counts: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Micro P, R, F1 of each bootstrap resample (rows of idx index reports)."""
     sums = counts[idx].sum(axis=1)
     tp, fp, fn = sums[:, 0], sums[:, 1], sums[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         r = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
         f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return p, r, f
+
+
+def bootstrap_ci(counts: np.ndarray, n_boot: int, seed: int,
+                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of micro P/R/F1, resampling reports (rows of tp, fp, fn) with replacement."""
+    counts = _check_counts(counts)
+    if n_boot <= 0:
+        return {k: (float("nan"), float("nan")) for k in ("p", "r", "f1")}
+    idx = np.random.default_rng(seed).integers(0, len(counts), size=(n_boot, len(counts)))
+    p, r, f = _resampled_prf(counts, idx)
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
     return {k: tuple(float(x) for x in np.percentile(v, q)) for k, v in (("p", p), ("r", r), ("f1", f))}
+
+
+def paired_f1_difference(counts_a: np.ndarray, counts_b: np.ndarray, n_boot: int, seed: int,
+                         alpha: float = 0.05) -> dict[str, float]:
+    """F1(b) - F1(a) on the same reports (rows aligned) with a paired bootstrap interval: both
+    systems are scored on the same resampled reports, so report difficulty cancels out."""
+    a, b = _check_counts(counts_a), _check_counts(counts_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired counts need the same reports: {len(a)} vs {len(b)} rows")
+    delta = prf(*b.sum(axis=0))[2] - prf(*a.sum(axis=0))[2]
+    if n_boot <= 0:
+        return {"delta": delta, "lo": float("nan"), "hi": float("nan")}
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    diff = _resampled_prf(b, idx)[2] - _resampled_prf(a, idx)[2]
+    lo, hi = np.percentile(diff, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return {"delta": delta, "lo": float(lo), "hi": float(hi)}
 
 
 def field_scores(preds: Sequence[dict[str, Any]], field: str, matching: str) -> dict[str, float]:
@@ -485,6 +511,49 @@ def compare_systems(run: str, splits: Sequence[str] | None = None,
     return pd.DataFrame(rows)
 
 
+GAIN_KEYS = ("seed01", "drugs_normalized", "adverse_events_exact", "adverse_events_normalized",
+             "adverse_events_relaxed")
+
+
+def _aligned_counts(base: list[dict[str, Any]], tuned: list[dict[str, Any]], where: str
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-report counts of two systems on the same reports, rows in the same order: by position
+    when both files list the same ids in the same order, else by (unique) id."""
+    ca, cb = report_counts(base), report_counts(tuned)
+    if list(ca["id"]) == list(cb["id"]):
+        return ca, cb
+    if not ca["id"].is_unique or not cb["id"].is_unique:
+        raise DataError(f"{where}: report ids repeat and their order differs, so the two systems "
+                        f"cannot be paired")
+    if set(ca["id"]) != set(cb["id"]):
+        raise DataError(f"{where}: the two systems were run on different reports "
+                        f"({len(set(ca['id']) ^ set(cb['id']))} ids differ)")
+    return ca, cb.set_index("id").loc[ca["id"]].reset_index()
+
+
+def lora_gains(run: str, models: Sequence[str], n_boot: int = 200, seed: int = 13) -> pd.DataFrame:
+    """Per split and model with both variants: F1 of base and LoRA and the paired-bootstrap 95%
+    interval of the difference (LoRA - base), for the seed metric and the headline fields."""
+    files = prediction_files(run)
+    rows = []
+    for split in dict.fromkeys(sp for sp, _ in files):
+        for model in models:
+            pa, pb = files.get((split, f"{model}-base")), files.get((split, f"{model}-lora"))
+            if pa is None or pb is None:
+                continue
+            ca, cb = _aligned_counts(load_predictions(pa), load_predictions(pb),
+                                     f"{paths.rel(pa)} vs {paths.rel(pb)}")
+            for key in GAIN_KEYS:
+                cols = [f"{key}_{k}" for k in ("tp", "fp", "fn")]
+                a, b = ca[cols].to_numpy(), cb[cols].to_numpy()
+                d = paired_f1_difference(a, b, n_boot, seed)
+                rows.append({"split": split, "model": model, "score": key,
+                             "base_f1": prf(*a.sum(axis=0))[2], "lora_f1": prf(*b.sum(axis=0))[2],
+                             "gain": d["delta"], "gain_lo": d["lo"], "gain_hi": d["hi"]})
+    return pd.DataFrame(rows, columns=["split", "model", "score", "base_f1", "lora_f1", "gain",
+                                       "gain_lo", "gain_hi"])
+
+
 def collect(run: str, splits: Sequence[str] | None = None, systems: Sequence[str] | None = None,
             k_worst: int = 10) -> dict[str, pd.DataFrame]:
     """Per-drug scores, error-type counts and worst reports of every (split, system) of a run."""
@@ -543,13 +612,34 @@ def headline(comparison: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def comparison_markdown(comparison: pd.DataFrame, run: str, n_boot: int) -> str:
-    """comparison.md: one headline table per split, then how to read it."""
+GAIN_LABELS = {"seed01": "seed F1", "drugs_normalized": "drugs F1 (norm.)",
+               "adverse_events_exact": "AEs F1 (exact)",
+               "adverse_events_normalized": "AEs F1 (norm.)",
+               "adverse_events_relaxed": "AEs F1 (relaxed)"}
+
+
+def gains_table(gains: pd.DataFrame) -> pd.DataFrame:
+    """LoRA - base F1 per split and model, one column per score: "+0.12 [+0.05, +0.20]"."""
+    rows = []
+    for (split, model), sub in gains.groupby(["split", "model"], sort=False):
+        row = {"split": split, "model": model}
+        for r in sub.itertuples():
+            row[GAIN_LABELS.get(r.score, r.score)] = f"{r.gain:+.2f} [{r.gain_lo:+.2f}, {r.gain_hi:+.2f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(comparison: pd.DataFrame, run: str, n_boot: int,
+                        gains: pd.DataFrame | None = None) -> str:
+    """comparison.md: one headline table per split, the LoRA gains, then how to read them."""
     table = headline(comparison)
     parts = [f"# Evaluation of run `{run}`\n"]
     for split in table["split"].drop_duplicates():
         sub = table[table["split"] == split].drop(columns="split")
         parts.append(f"\n## split `{split}`\n\n" + markdown_table(sub, digits=2))
+    if gains is not None and len(gains):
+        parts.append("\n## LoRA - base (F1 difference, paired 95% bootstrap interval)\n\n"
+                     + markdown_table(gains_table(gains)))
     parts.append(
         f"\nseed P/R/F1: seed-01 metric (per report the set of drug + adverse-event strings, exact "
         f"match, micro-averaged). Per-field F1 with 95% bootstrap intervals over reports "
