@@ -319,3 +319,24 @@ def test_openfda_source_against_a_local_server(tmp_path):
     for rec in result.records:
         assert set(rec) == set(DRUG_KEYS) and rec["source"] == "openfda"
         json.dumps(rec)
+
+
+@pytest.mark.slow
+def test_notebook_with_a_live_source_against_a_local_server(tmp_path, monkeypatch):
+    """The 01_scrape notebook itself, source=drugs.com pointed at 127.0.0.1, in a scratch root."""
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    with LocalServer(_drugs_com_routes()) as srv:
+        papermill.execute_notebook(
+            str(Path(__file__).parents[1] / "notebooks" / "01_scrape.ipynb"),
+            str(tmp_path / "01_scrape.out.ipynb"), cwd=str(tmp_path), progress_bar=False,
+            parameters=dict(source="drugs.com", drugs=["Examplor", "Nosuchdrug", "Missingol"],
+                            base_url=srv.url, rate_limit_s=0.0, retries=0, timeout_s=2.0))
+    records = load_drug_records(tmp_path / "data" / "raw" / "drugs")
+    assert [r["name"] for r in records] == ["Examplor", "Missingol"]
+    assert all(set(r) == set(DRUG_KEYS) and r["source"] == "drugs.com" for r in records)
+    manifest = read_json(tmp_path / "data" / "raw" / "drugs" / "manifest.json")
+    assert manifest["params"]["source"] == "drugs.com"
+    assert manifest["extra"]["failed"] == 1 and "HTTP 404" in manifest["extra"]["failures"][0]["reason"]
+    assert len(manifest["inputs"]) == 2 and len(manifest["outputs"]) == 2
+    assert (tmp_path / "artifacts" / "figures" / "01_scrape" / "side_effects_per_drug_smoke.png").exists()
