@@ -108,6 +108,7 @@ _LEAD_SEP = re.compile(r"\s+(?:-{1,2}|\u2013|\u2014)\s+|(?<=[a-z)])(?:--|\u2014)
 _MAX_TERM_WORDS = 16
 _NOT_TERMS = {"or", "and", "etc", "a", "an", "the", "other", "others", "more", "less"}
 _MAX_USE_WORDS = 40
+_MAX_LEAD_WORDS = 12
 
 
 def _strip_term(term: str) -> str:
@@ -143,7 +144,7 @@ def _split_top(text: str, seps: str) -> list[str]:
 
 
 def _split_commas(piece: str) -> list[str]:
-    """Comma lists -> terms, except an enumeration of one phrase's objects ("swelling of your
+    """Comma lists -> terms, except a serial enumeration of one phrase's objects ("swelling of your
     face, lips, tongue, or throat" stays whole) and a trailing clause ("..., like you might pass out")."""
     frags: list[str] = []
     for frag in (f.strip() for f in _split_top(piece, ",")):
@@ -155,8 +156,10 @@ def _split_commas(piece: str) -> list[str]:
             frags.append(frag)
     if len(frags) <= 1:
         return frags
-    rest = [_LEAD_IN.sub("", f).strip() for f in frags[1:]]
-    if len(frags[0].split()) >= 2 and all(len(r.split()) == 1 for r in rest):
+    rest = [re.sub(r"\s*\([^)]*\)", "", re.sub(r"^(?:or|and)\s+", "", f, flags=re.I)).strip()
+            for f in frags[1:]]
+    serial = re.match(r"(?:or|and)\s", frags[-1], re.I) is not None
+    if serial and len(frags[0].split()) >= 2 and all(len(r.split()) == 1 for r in rest):
         return [", ".join(frags)]
     return frags
 
@@ -172,7 +175,7 @@ def split_terms(text: str) -> list[str]:
         if not piece:
             continue
         m = _LEAD_SEP.search(piece)
-        if m and m.start() > 0 and len(piece[:m.start()].split()) <= 8:
+        if m and m.start() > 0 and len(piece[:m.start()].split()) <= _MAX_LEAD_WORDS:
             lead, detail = piece[:m.start()], piece[m.end():]
             out.append(lead)
             piece = detail
