@@ -11,13 +11,18 @@ canonical reports, so steps 05 and 06 run on them through `test_file`.
   occurrence pair whose distance matches the file's offset difference is taken. Rows with the same
   (PMID, sentence) form one report with all its drugs and effects.
 
-Command line: `python -m helpers.corpora {cadec,ade} SRC OUT.jsonl`.
+Malformed lines raise a DataError naming file and line. An annotation whose text is not where its
+offsets say is relocated (CADEC: the smallest shift that fits) or else skipped with a CorpusWarning
+naming file and line; `strict=True` (`--strict`) raises instead.
+
+Command line: `python -m helpers.corpora {cadec,ade} SRC OUT.jsonl [--strict]`.
 """
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,14 @@ from .io import DataError, read_jsonl, write_jsonl
 from .schemas import dedupe, validate_report
 
 CADEC_LABELS = {"ADR": "adverse_event", "Drug": "drug"}
+
+
+class AnnotationMismatch(DataError):
+    """An annotation whose text cannot be found where (or near where) its offsets say."""
+
+
+class CorpusWarning(UserWarning):
+    """An annotation was relocated or skipped while loading a corpus (non-strict mode)."""
 CADEC_TYPES = ("ADR", "Drug", "Disease", "Symptom", "Finding")
 KINDS = ("cadec", "ade")
 
@@ -63,19 +76,51 @@ def parse_ann_line(line: str, text: str, where: str) -> tuple[str, str, list[tup
         frags.append((s, e))
     label_text = " ".join(text[s:e] for s, e in frags)
     if kind in CADEC_LABELS and not _same_text(label_text, parts[2]):
-        raise DataError(f"{where}: annotation text {parts[2]!r} does not match the text at its "
-                        f"offsets {label_text!r}")
+        shifted = _shift_fragments(text, frags, parts[2])
+        if shifted is None:
+            raise AnnotationMismatch(f"{where}: annotation text {parts[2]!r} does not match the "
+                                     f"text at its offsets {label_text!r}")
+        frags = shifted
+        label_text = " ".join(text[s:e] for s, e in frags)
     return kind, " ".join(label_text.split()), frags
 
 
-def load_cadec_document(txt: Path, ann: Path) -> dict[str, Any]:
-    """One CADEC post and its annotation file as a canonical report (id = file name)."""
+def _shift_fragments(text: str, frags: list[tuple[int, int]],
+                     ann_text: str) -> list[tuple[int, int]] | None:
+    """The smallest common shift of all fragments that makes them read the annotation text (offsets
+    counted in another encoding or line-ending convention drift by a few characters); None if
+    there is none."""
+    pieces, pos = [], 0
+    for s, e in frags:
+        pieces.append(ann_text[pos:pos + e - s])
+        pos += e - s + 1
+    if pos - 1 != len(ann_text):
+        return None
+    s0 = frags[0][0]
+    deltas = sorted((m.start() - s0 for m in re.finditer(re.escape(pieces[0]), text)), key=abs)
+    for d in deltas:
+        if all(0 <= s + d and e + d <= len(text) and text[s + d:e + d] == piece
+               for (s, e), piece in zip(frags, pieces)):
+            return [(s + d, e + d) for s, e in frags]
+    return None
+
+
+def load_cadec_document(txt: Path, ann: Path, strict: bool = False) -> dict[str, Any]:
+    """One CADEC post and its annotation file as a canonical report (id = file name). An ADR or
+    Drug whose text is not at its offsets is moved by the smallest shift that fits; if none fits
+    it is skipped with a CorpusWarning, or raises with `strict`."""
     text = _read_raw(txt)
     if not text.strip():
         raise DataError(f"{txt}: empty post")
     labels = []
     for n, line in enumerate(_read_raw(ann).splitlines(), 1):
-        parsed = parse_ann_line(line, text, f"{ann}:{n}")
+        try:
+            parsed = parse_ann_line(line, text, f"{ann}:{n}")
+        except AnnotationMismatch as e:
+            if strict:
+                raise
+            warnings.warn(f"{e}; annotation skipped", CorpusWarning, stacklevel=2)
+            continue
         if parsed and parsed[0] in CADEC_LABELS:
             labels.append(parsed)
     labels.sort(key=lambda x: x[2][0])
@@ -89,7 +134,7 @@ def load_cadec_document(txt: Path, ann: Path) -> dict[str, Any]:
     return validate_report(rec, str(ann))
 
 
-def load_cadec(folder: Path | str) -> list[dict[str, Any]]:
+def load_cadec(folder: Path | str, strict: bool = False) -> list[dict[str, Any]]:
     """A CADEC folder (text/*.txt with original/*.ann) as canonical reports, sorted by name."""
     folder = Path(folder)
     text_dir, ann_dir = folder / "text", folder / "original"
@@ -103,32 +148,33 @@ def load_cadec(folder: Path | str) -> list[dict[str, Any]]:
         ann = ann_dir / f"{txt.stem}.ann"
         if not ann.exists():
             raise DataError(f"{txt}: no annotation file {ann}")
-        out.append(load_cadec_document(txt, ann))
+        out.append(load_cadec_document(txt, ann, strict))
     return out
 
 
 # ---- ADE Corpus v2 ------------------------------------------------------------------------------------
 def _occurrences(sentence: str, needle: str) -> list[int]:
-    """Start offsets of a string in a sentence (exact first, else case-insensitive)."""
-    for hay, ndl in ((sentence, needle), (sentence.lower(), needle.lower())):
-        found = [m.start() for m in re.finditer(re.escape(ndl), hay)]
-        if found:
-            return found
-    return []
+    """(start, end) of each occurrence of a string in a sentence: exact first, else ignoring case
+    and runs of whitespace."""
+    found = [(m.start(), m.end()) for m in re.finditer(re.escape(needle), sentence)]
+    if not found:
+        loose = r"\s+".join(re.escape(part) for part in needle.split())
+        found = [(m.start(), m.end()) for m in re.finditer(loose, sentence, flags=re.IGNORECASE)]
+    return found
 
 
 def locate_pair(sentence: str, effect: str, e_begin: int, drug: str, d_begin: int,
-                where: str) -> tuple[int, int]:
-    """Sentence offsets of an effect and a drug; their file offsets (abstract-based) only decide
-    between repeated occurrences, through the distance between the two."""
+                where: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Sentence spans (start, end) of an effect and a drug; their file offsets (abstract-based)
+    only decide between repeated occurrences, through the distance between the two."""
     eff, drg = _occurrences(sentence, effect), _occurrences(sentence, drug)
     if not eff:
-        raise DataError(f"{where}: effect {effect!r} does not occur in the sentence")
+        raise AnnotationMismatch(f"{where}: effect {effect!r} does not occur in the sentence")
     if not drg:
-        raise DataError(f"{where}: drug {drug!r} does not occur in the sentence")
+        raise AnnotationMismatch(f"{where}: drug {drug!r} does not occur in the sentence")
     wanted = e_begin - d_begin
     return min(((e, d) for e in eff for d in drg),
-               key=lambda ed: (abs((ed[0] - ed[1]) - wanted), ed[0], ed[1]))
+               key=lambda ed: (abs((ed[0][0] - ed[1][0]) - wanted), ed[0][0], ed[1][0]))
 
 
 def parse_ade_line(line: str, where: str) -> dict[str, Any]:
@@ -151,8 +197,10 @@ def parse_ade_line(line: str, where: str) -> dict[str, Any]:
             "drug": drug.strip(), "d_begin": d_b}
 
 
-def load_ade(path: Path | str) -> list[dict[str, Any]]:
-    """ADE Corpus v2 DRUG-AE.rel as canonical reports, one per (PMID, sentence), in file order."""
+def load_ade(path: Path | str, strict: bool = False) -> list[dict[str, Any]]:
+    """ADE Corpus v2 DRUG-AE.rel as canonical reports, one per (PMID, sentence), in file order.
+    A drug or effect not found in its sentence skips that line with a CorpusWarning (raises with
+    `strict`); a malformed line always raises."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
@@ -168,14 +216,22 @@ def load_ade(path: Path | str) -> list[dict[str, Any]]:
             k = per_pmid[row["pmid"]] = per_pmid.get(row["pmid"], 0) + 1
             groups[key] = {"id": f"ade-{row['pmid']}-{k}", "text": row["sentence"], "spans": set(),
                            "where": where}
-        e, d = locate_pair(row["sentence"], row["effect"], row["e_begin"], row["drug"],
-                           row["d_begin"], where)
-        groups[key]["spans"].add(("adverse_event", e, e + len(row["effect"])))
-        groups[key]["spans"].add(("drug", d, d + len(row["drug"])))
-    if not groups:
+        try:
+            e, d = locate_pair(row["sentence"], row["effect"], row["e_begin"], row["drug"],
+                               row["d_begin"], where)
+        except AnnotationMismatch as err:
+            if strict:
+                raise
+            warnings.warn(f"{err}; line skipped", CorpusWarning, stacklevel=2)
+            continue
+        groups[key]["spans"].add(("adverse_event",) + e)
+        groups[key]["spans"].add(("drug",) + d)
+    if not any(g["spans"] for g in groups.values()):
         raise DataError(f"{path}: no annotated sentences")
     out = []
     for g in groups.values():
+        if not g["spans"]:
+            continue
         text = g["text"]
         spans = sorted(g["spans"], key=lambda x: (x[1], x[2], x[0]))
         rec = {"id": g["id"], "text": text,
@@ -188,18 +244,18 @@ def load_ade(path: Path | str) -> list[dict[str, Any]]:
 
 
 # ---- conversion ----------------------------------------------------------------------------------------
-def load_corpus(kind: str, src: Path | str) -> list[dict[str, Any]]:
+def load_corpus(kind: str, src: Path | str, strict: bool = False) -> list[dict[str, Any]]:
     """Load a corpus of a named kind ('cadec' folder or 'ade' DRUG-AE.rel file)."""
     if kind == "cadec":
-        return load_cadec(src)
+        return load_cadec(src, strict)
     if kind == "ade":
-        return load_ade(src)
+        return load_ade(src, strict)
     raise ValueError(f"unknown corpus kind {kind!r}; expected one of {KINDS}")
 
 
-def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str) -> int:
+def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str, strict: bool = False) -> int:
     """Write a corpus as canonical JSONL (usable as `test_file`); return the number of reports."""
-    reports = load_corpus(kind, src)
+    reports = load_corpus(kind, src, strict)
     write_jsonl(out_jsonl, reports)
     return len(reports)
 
@@ -211,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("kind", choices=KINDS)
     ap.add_argument("src", help="CADEC folder (text/, original/) or ADE DRUG-AE.rel file")
     ap.add_argument("out", help="output .jsonl")
+    ap.add_argument("--strict", action="store_true",
+                    help="stop at an annotation whose text is not in the document (default: warn, skip)")
     args = ap.parse_args(argv)
     try:
-        n = convert_corpus(args.kind, args.src, args.out)
+        n = convert_corpus(args.kind, args.src, args.out, args.strict)
     except (DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
