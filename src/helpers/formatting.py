@@ -83,7 +83,7 @@ def format_split(tokenizer: Any, spec: Any, reports: Iterable[dict[str, Any]], m
                  system: str | None = None, desc: str = "format") -> tuple[list[dict], list[dict]]:
     """Format every report; records longer than max_length tokens (capped by the model's
     max_seq_length) are listed in `excluded` with their length and the reason, never truncated."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     limit = min(int(max_length), spec.max_seq_length)
     rows, excluded = [], []
@@ -118,7 +118,10 @@ def length_table(formatted: dict[str, tuple[list[dict], list[dict]]]) -> "Any":
     """A pandas table of `length_stats` per split."""
     import pandas as pd
 
-    return pd.DataFrame({split: length_stats(rows, exc) for split, (rows, exc) in formatted.items()}).T
+    table = pd.DataFrame.from_dict({split: length_stats(rows, exc) for split, (rows, exc) in formatted.items()},
+                                   orient="index")
+    table.index.name = "split"
+    return table
 
 
 def plot_lengths(formatted: dict[str, tuple[list[dict], list[dict]]], max_length: int, path: Path | str,
