@@ -154,6 +154,15 @@ def test_rates():
     assert np.isnan(metrics.grounding_rate([pred("Z", ["a"], ["b"], [], [])]))
 
 
+def test_invented_drug_rate():
+    # only D names no drug, and the system output "Advil" there
+    assert metrics.invented_drug_rate(PREDS) == 1.0
+    quiet = pred("Q", [], ["rash"], [], ["rash"])
+    assert metrics.invented_drug_rate(PREDS + [quiet]) == 0.5
+    assert np.isnan(metrics.invented_drug_rate(PREDS[:3]))
+    assert metrics.evaluate(PREDS + [quiet], n_boot=0)["invented_drug_rate"] == 0.5
+
+
 def test_parse_failure_predicts_nothing_even_with_parsed_content():
     rec = pred("E", ["Zoloft"], ["insomnia"], ["Zoloft"], ["insomnia"])
     rec["parse_ok"] = False

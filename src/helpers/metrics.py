@@ -329,6 +329,15 @@ def grounding_rate(preds: Sequence[dict[str, Any]]) -> float:
     return found / total if total else float("nan")
 
 
+def invented_drug_rate(preds: Sequence[dict[str, Any]], source: str = "parsed") -> float:
+    """Among reports that name no drug, the share where the system still output one (the failure
+    of STUDY.md section 8); NaN when every report names a drug."""
+    no_drug = [r for r in preds if not gold_of(r)["drugs"]]
+    if not no_drug:
+        return float("nan")
+    return sum(1 for r in no_drug if predicted(r, source)["drugs"]) / len(no_drug)
+
+
 def parse_statuses(preds: Sequence[dict[str, Any]]) -> str:
     """How outputs parsed, e.g. "ok 20, repaired 3, no_json 1" (from each record's parse_status)."""
     counts: dict[str, int] = {}
@@ -349,6 +358,7 @@ def evaluate(preds: Sequence[dict[str, Any]], n_boot: int = 200, seed: int = 13,
     s = seed01_scores(preds, source)
     row.update(seed01_p=s["precision"], seed01_r=s["recall"], seed01_f1=s["f1"])
     row["parse_fail_rate"] = float((~c["parse_ok"]).mean())
+    row["invented_drug_rate"] = invented_drug_rate(preds, source)
     total, found = int(c["grounding_total"].sum()), int(c["grounding_found"].sum())
     row["grounding_rate"] = found / total if total else float("nan")
     for f in FIELDS:
@@ -608,6 +618,7 @@ def headline(comparison: pd.DataFrame) -> pd.DataFrame:
                        ("adverse_events_relaxed", "AEs F1 (relaxed)")):
         out[label] = [_with_ci(r, key) for _, r in comparison.iterrows()]
     out["parse fail"] = comparison["parse_fail_rate"]
+    out["invented drug"] = comparison["invented_drug_rate"]
     out["grounded"] = comparison["grounding_rate"]
     return out
 
@@ -645,7 +656,7 @@ def comparison_markdown(comparison: pd.DataFrame, run: str, n_boot: int,
         f"match, micro-averaged). Per-field F1 with 95% bootstrap intervals over reports "
         f"({n_boot} resamples); norm. = case/space/punctuation-insensitive, relaxed = token "
         f"overlap (Dice >= {RELAXED_THRESHOLD}). parse fail = share of outputs that did not parse; "
-        f"grounded = share of predicted strings found in the report. Every column with intervals "
+        f"invented drug = share of reports naming no drug where a drug was output; grounded = share of predicted strings found in the report. Every column with intervals "
         f"for every matching is in comparison.csv.\n")
     return "".join(parts)
 
