@@ -53,6 +53,16 @@ def test_200_is_fetched_cached_and_not_refetched(tmp_path):
     assert cache_path(tmp_path / "cache", srv.url + "/a.html").exists()
 
 
+def test_utf8_without_a_declared_charset_is_read_as_utf8(tmp_path):
+    body = "na\u00efve \u2013 caf\u00e9 \u2265 2%"
+    routes = {"/robots.txt": ROBOTS_OK, "/u.html": Answer(200, body, {"Content-Type": "text/html"}),
+              "/l.html": Answer(200, body, {"Content-Type": "text/html; charset=utf-8"})}
+    with LocalServer(routes) as srv, client(tmp_path) as c:
+        assert c.get(srv.url + "/u.html").text == body
+        assert c.get(srv.url + "/l.html").text == body
+        assert c.get(srv.url + "/u.html").text == body           # and from the cache
+
+
 def test_404_is_an_answer_not_retried_and_cached(tmp_path):
     with LocalServer({"/robots.txt": ROBOTS_OK}) as srv, client(tmp_path) as c:
         got = c.get(srv.url + "/missing.html")

@@ -113,6 +113,13 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+def decode(resp: requests.Response) -> str:
+    """Body text: the charset the server names, else UTF-8 (not requests' ISO-8859-1 default for
+    text/* without a charset, which garbles UTF-8 pages and JSON)."""
+    declared = "charset=" in resp.headers.get("Content-Type", "").lower()
+    return resp.text if declared else resp.content.decode("utf-8", errors="replace")
+
+
 class PoliteClient:
     """A rate-limited, robots-aware, retrying, caching HTTP client (see the module docstring)."""
 
@@ -155,7 +162,7 @@ class PoliteClient:
             self.stats["robots_blocked"] += 1
             raise FetchError(url, "disallowed by robots.txt")
         resp = self._request(url)
-        fetched = Fetched(url=url, status=resp.status_code, text=resp.text,
+        fetched = Fetched(url=url, status=resp.status_code, text=decode(resp),
                           content_type=resp.headers.get("Content-Type", ""),
                           fetched_at=utc_now())
         if self.cache_dir is not None and fetched.status in CACHEABLE:
