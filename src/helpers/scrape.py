@@ -506,8 +506,6 @@ def parse_drugs_com(html: str, name: str, source_url: str, fetched_at: str,
     generic_names = [generic] if generic else []
     if generic_names and slugify(display) != slugify(generic) and display not in brands:
         brands = [display, *brands]
-    if not generic_names and display not in brands:
-        generic_names = []
     missing, uses, side_effects = [], [], {g: [] for g in SIDE_EFFECT_GROUPS}
     uses_h2 = _find_section(soup, "uses")
     if uses_h2 is not None:
