@@ -230,11 +230,6 @@ def load_seed01_predictions(path: Path | str) -> list[dict[str, Any]]:
 
 
 # ---- per-report counts ------------------------------------------------------------------------------
-def count_columns() -> list[str]:
-    """Names of the per-report count columns: `<field>_<matching>_<tp|fp|fn>`."""
-    return [f"{f}_{m}_{c}" for f in FIELDS for m in MATCHINGS for c in ("tp", "fp", "fn")]
-
-
 def report_counts(preds: Sequence[dict[str, Any]], source: str = "parsed") -> pd.DataFrame:
     """One row per report: match counts per field and matching, seed-01 counts, parse and grounding."""
     rows = []
