@@ -55,10 +55,25 @@ def test_long_records_are_listed_and_excluded_never_cut(smol):
     assert not excluded and LONG["text"] in rows[0]["text"] and rows[0]["n_tokens"] > 256
 
 
+def test_features_label_only_the_answer(smol):
+    tok, spec = smol
+    rows, _ = formatting.format_split(tok, spec, REPORTS, max_length=512)
+    feats = formatting.features(tok, spec, rows)
+    for row, rep, f in zip(rows, REPORTS, feats):
+        assert f["id"] == row["id"] and len(f["input_ids"]) == row["n_tokens"]
+        trained = [t for t in f["labels"] if t != -100]
+        assert tok.decode(trained) == schemas.answer_json(rep) + "<|im_end|>"
+        assert f["labels"][:row["n_prompt_tokens"]] == [-100] * row["n_prompt_tokens"]
+    with pytest.raises(DataError, match="re-run 03_format"):
+        formatting.features(tok, spec, [{**rows[0], "n_tokens": rows[0]["n_tokens"] + 1}])
+
+
 def test_max_length_is_capped_by_the_model(smol):
     tok, spec = smol
-    _, excluded = formatting.format_split(tok, spec, [LONG], max_length=10**6)
-    assert not excluded                                   # fits the model's max_seq_length
+    huge = {**LONG, "id": "r-huge", "text": LONG["text"] * 3}
+    rows, excluded = formatting.format_split(tok, spec, [LONG, huge], max_length=10**6)
+    assert [r["id"] for r in rows] == ["r-long"]
+    assert excluded[0]["id"] == "r-huge" and excluded[0]["reason"].endswith(f"max_length {spec.max_seq_length}")
     assert formatting.length_stats([], [])["rows"] == 0
 
 

@@ -97,6 +97,21 @@ def format_split(tokenizer: Any, spec: Any, reports: Iterable[dict[str, Any]], m
     return rows, excluded
 
 
+def features(tokenizer: Any, spec: Any, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pre-tokenized training examples of formatted rows: input_ids, attention_mask, completion_mask
+    and labels (-100 outside the answer + end-of-turn). TRL's SFTTrainer takes these as a processed
+    dataset; any other loop can use `labels` directly."""
+    out = []
+    for row in rows:
+        ex = tokenize_example(tokenizer, spec, row["prompt"], row["completion"])
+        if len(ex["input_ids"]) != row.get("n_tokens", len(ex["input_ids"])):
+            raise DataError(f"row {row.get('id')!r}: {len(ex['input_ids'])} tokens now, {row['n_tokens']} when "
+                            f"formatted; re-run 03_format with this tokenizer")
+        ex["labels"] = [t if m else -100 for t, m in zip(ex["input_ids"], ex["completion_mask"])]
+        out.append({"id": row.get("id"), **ex})
+    return out
+
+
 # ---- statistics and plots ---------------------------------------------------------------------
 def length_stats(rows: Sequence[dict[str, Any]], excluded: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Token-length summary of one split (kept rows), with the excluded count."""
