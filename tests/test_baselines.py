@@ -182,7 +182,10 @@ def test_bio_sliding_windows_lose_nothing_on_long_text(tokenizer):
         text += "bad headaches. "
     spans = [make_span(text, s.start, s.end, s.label) for s in spans]
     wins, back = _roundtrip(tokenizer, text, spans, 48, 12)
-    assert len(wins) > 10
+    assert len(wins) > 10 and all(len(w["input_ids"]) <= 48 for w in wins)
+    every = {tuple(o) for o in tokenizer(text, add_special_tokens=False,
+                                         return_offsets_mapping=True)["offset_mapping"]}
+    assert {o for w in wins for o in w["offsets"] if o != (0, 0)} == every
     assert be.unlabelled_spans({}, spans, wins) == 0
     assert back == sorted(spans)
     with pytest.raises(ValueError, match="stride"):

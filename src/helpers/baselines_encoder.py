@@ -86,6 +86,7 @@ def load_tokenizer(folder: Path | str | None = None):
 
 def load_model(folder: Path | str | None = None):
     """A token classifier with the five BIO tags: a fresh head on the base encoder, or a trained one."""
+    import torch
     from transformers import AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
@@ -94,7 +95,7 @@ def load_model(folder: Path | str | None = None):
     hf_logging.set_verbosity_error()            # the new head's "missing keys" report is expected
     try:
         return AutoModelForTokenClassification.from_pretrained(
-            str(folder or base_model_dir()), num_labels=len(TAGS),
+            str(folder or base_model_dir()), num_labels=len(TAGS), dtype=torch.float32,
             id2label=dict(enumerate(TAGS)), label2id=dict(TAG_ID))
     finally:
         hf_logging.set_verbosity(level)
@@ -170,19 +171,25 @@ def _merge(text: str, spans: list[Span]) -> list[Span]:
 def windows(tokenizer, text: str, max_length: int, stride: int,
             spans: Sequence[Span] | None = None) -> list[dict[str, Any]]:
     """Overlapping token windows covering a whole text (`stride` tokens shared between neighbours),
-    each with its offsets and, when spans are given, its BIO tags."""
-    if not 0 <= stride < max_length - 2:
-        raise ValueError(f"stride {stride} must be below max_length - 2 ({max_length - 2})")
-    enc = tokenizer(text, truncation=True, max_length=max_length, stride=stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True)
-    out = []
-    for i, ids in enumerate(enc["input_ids"]):
-        offsets = [tuple(o) for o in enc["offset_mapping"][i]]
-        win = {"input_ids": list(ids), "offsets": offsets}
+    each framed by [CLS] ... [SEP], with its offsets and, when spans are given, its BIO tags.
+    (Cut here rather than by the tokenizer's overflow option, which dropped tails in some versions.)"""
+    body = max_length - 2
+    if not 0 <= stride < body:
+        raise ValueError(f"stride {stride} must be below max_length - 2 ({body})")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    ids, offs = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    out, start = [], 0
+    while True:
+        end = min(start + body, len(ids))
+        offsets = [(0, 0)] + offs[start:end] + [(0, 0)]
+        win = {"input_ids": [tokenizer.cls_token_id] + ids[start:end] + [tokenizer.sep_token_id],
+               "offsets": offsets}
         if spans is not None:
             win["labels"] = tags_from_spans(offsets, spans)
         out.append(win)
-    return out
+        if end >= len(ids):
+            return out
+        start = end - stride
 
 
 def unlabelled_spans(report: dict[str, Any], spans: Sequence[Span], windows_: Sequence[dict]) -> int:
