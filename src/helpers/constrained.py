@@ -1,0 +1,405 @@
+"""Constrained decoding: every output is the canonical record as compact JSON, and always closes in time.
+
+Why our own logits processor and not a library: lm-format-enforcer 0.11.3's transformers
+integration does not import under transformers 5 (it imports `transformers.tokenization_utils`);
+outlines 1.3.3 (outlines-core) works, but it cannot finish the JSON within `max_new_tokens`
+(a string cut by the cap does not parse), and xgrammar 0.2.8 pulls triton (285 MB) into a CPU
+environment. The schema is fixed and tiny, so a character automaton over it is exact and cheap:
+
+    {"drugs": ["a", "b"], "adverse_events": ["c"]}          (json.dumps spacing, fixed key order)
+
+- `schema` mode: strings hold any printable character but `"` and `\\`, never start with a space
+  and are never empty. A token is allowed when its decoded text walks the automaton; per state
+  the allowed-token table is computed once per tokenizer (cached) and the exact number of tokens
+  still needed to close the JSON is known, so near the token cap only tokens that can still close
+  in time are allowed: with constraints on, every output parses.
+- `spans` mode (STUDY.md section 8): additionally every string is a span of the report itself,
+  starting and ending on word boundaries, so the model can only copy the reporter's own words.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from transformers import LogitsProcessor
+
+MODES = ("schema", "spans")
+SPAN_MARGIN = 4  # spare tokens needed to open a span (its words and the closing quote)
+FIELD_ORDER = ("drugs", "adverse_events")
+
+
+# ---- the character automaton -------------------------------------------------------------------
+def is_content_char(ch: str) -> bool:
+    """Characters a string value may hold (no quote, backslash or control characters)."""
+    return ch not in '"\\' and ch.isprintable()
+
+
+@dataclass
+class Automaton:
+    """States of the fixed JSON layout: literal transitions plus 'any content character' loops."""
+    trans: list[dict[str, int]] = field(default_factory=list)
+    content: list[int] = field(default_factory=list)       # target state on a content char, -1: none
+    first_char: list[bool] = field(default_factory=list)   # the content char starts a string (no space)
+    string_state: list[bool] = field(default_factory=list)  # inside a string value
+    accept: int = -1
+
+    def new(self, string_state: bool = False) -> int:
+        self.trans.append({})
+        self.content.append(-1)
+        self.first_char.append(False)
+        self.string_state.append(string_state)
+        return len(self.trans) - 1
+
+    def literal(self, state: int, text: str) -> int:
+        for ch in text:
+            nxt = self.new()
+            self.trans[state][ch] = nxt
+            state = nxt
+        return state
+
+    def string_list(self, open_state: int) -> int:
+        """`]` or `"x"(, "y")*]` after an opening bracket; returns the state after `]`."""
+        close = self.new()
+        start, inside, after = self.new(True), self.new(True), self.new()
+        self.trans[open_state]["]"] = close
+        self.trans[open_state]['"'] = start
+        self.content[start], self.first_char[start] = inside, True
+        self.content[inside] = inside
+        self.trans[inside]['"'] = after
+        self.trans[after]["]"] = close
+        comma = self.literal(after, ", ")
+        self.trans[comma]['"'] = start
+        return close
+
+    def step(self, state: int, ch: str) -> int:
+        """The state after one character, -1 when the character is not allowed."""
+        nxt = self.trans[state].get(ch)
+        if nxt is not None:
+            return nxt
+        if self.content[state] >= 0 and is_content_char(ch) and not (self.first_char[state] and ch.isspace()):
+            return self.content[state]
+        return -1
+
+    def walk(self, state: int, text: str) -> int:
+        for ch in text:
+            state = self.step(state, ch)
+            if state < 0:
+                return -1
+        return state
+
+
+def record_automaton() -> Automaton:
+    """The automaton of `{"drugs": [...], "adverse_events": [...]}` (json.dumps spacing)."""
+    a = Automaton()
+    state = a.new()
+    state = a.literal(state, '{"drugs": [')
+    state = a.string_list(state)
+    state = a.literal(state, ', "adverse_events": [')
+    state = a.string_list(state)
+    a.accept = a.literal(state, "}")
+    return a
+
+
+# ---- the token tables (once per tokenizer) ------------------------------------------------------
+@dataclass
+class TokenTables:
+    """Per automaton state: the next state for every token (-1: not allowed) and tokens-to-close."""
+    automaton: Automaton
+    token_text: list[str]
+    next_state: torch.Tensor        # (n_states, vocab) int16
+    dist: torch.Tensor              # (n_states,) fewest tokens to reach the accept state
+    eos_ids: list[int]
+    vocab_size: int
+    build_s: float
+
+
+_TABLE_CACHE: dict[tuple[int, int, tuple[int, ...]], TokenTables] = {}
+
+
+def token_strings(tokenizer: Any, vocab_size: int) -> list[str]:
+    """The text each token adds when appended to generated text ('' for special/unusable tokens).
+    Decoded after an anchor token so word-initial spaces (SentencePiece '▁') are kept."""
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
+    base = tokenizer.decode([anchor])
+    special = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    n = min(vocab_size, len(tokenizer))
+    pairs = tokenizer.batch_decode([[anchor, t] for t in range(n)], skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+    out = []
+    for t, s in enumerate(pairs):
+        s = s[len(base):] if s.startswith(base) else ""
+        out.append("" if t in special or "\ufffd" in s else s)
+    return out + [""] * (vocab_size - n)
+
+
+def _state_row(a: Automaton, state: int, token_text: list[str], content_ok: list[bool],
+               content_first_ok: list[bool], by_first: dict[str, list[int]]) -> list[int]:
+    """Next state of every token from `state` (-1: not allowed)."""
+    row = [-1] * len(token_text)
+    target = a.content[state]
+    if target >= 0 and a.content[target] == target:
+        # tokens made only of content characters stay inside the string
+        ok = content_first_ok if a.first_char[state] else content_ok
+        for t, good in enumerate(ok):
+            if good:
+                row[t] = target
+        # other tokens that may leave the string: walk the ones holding a non-content character
+        candidates = [t for ts in by_first.values() for t in ts if not content_ok[t]]
+    else:
+        candidates = [t for ch in a.trans[state] for t in by_first.get(ch, ())]
+    for t in candidates:
+        if row[t] < 0:
+            row[t] = a.walk(state, token_text[t])
+    return row
+
+
+def build_tables(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> TokenTables:
+    """Allowed-token tables of every automaton state and the exact tokens-to-close distances."""
+    key = (id(tokenizer), vocab_size, tuple(sorted(eos_ids)))
+    if key in _TABLE_CACHE:
+        return _TABLE_CACHE[key]
+    started = time.perf_counter()
+    a = record_automaton()
+    text = token_strings(tokenizer, vocab_size)
+    content_ok = [bool(s) and all(is_content_char(c) for c in s) for s in text]
+    content_first_ok = [ok and not s[0].isspace() for ok, s in zip(content_ok, text)]
+    by_first: dict[str, list[int]] = {}
+    for t, s in enumerate(text):
+        if s:
+            by_first.setdefault(s[0], []).append(t)
+    n_states = len(a.trans)
+    rows = [_state_row(a, s, text, content_ok, content_first_ok, by_first) for s in range(n_states)]
+    nxt = torch.tensor(rows, dtype=torch.int16)
+    # fewest tokens from each state to the accept state (Bellman-Ford over the small state graph)
+    inf = 10 ** 9
+    dist = [inf] * n_states
+    dist[a.accept] = 0
+    succ = [sorted({x for x in row if x >= 0}) for row in rows]
+    for _ in range(n_states):
+        changed = False
+        for s in range(n_states):
+            best = min((dist[t] + 1 for t in succ[s]), default=inf)
+            if best < dist[s]:
+                dist[s], changed = best, True
+        if not changed:
+            break
+    unreachable = [s for s in range(n_states) if dist[s] >= inf]
+    if unreachable:
+        raise ValueError(f"constrained decoding: this tokenizer cannot spell the record "
+                         f"({len(unreachable)} automaton states cannot reach the end)")
+    tables = TokenTables(a, text, nxt, torch.tensor(dist), list(eos_ids), vocab_size,
+                         time.perf_counter() - started)
+    _TABLE_CACHE[key] = tables
+    return tables
+
+
+# ---- span constraint per report -----------------------------------------------------------------
+class _Spans:
+    """Tokens that continue a span of one report: per text position, the content tokens that match
+    there (and the tokens that close the string right after a matching prefix)."""
+
+    def __init__(self, text: str, tables: TokenTables, max_len: int):
+        self.text = text
+        n = len(text)
+        # a span starts at the first character of a word and ends right after the last one
+        self.starts = [p for p in range(n) if text[p].isalnum() and (p == 0 or not text[p - 1].isalnum())]
+        self.boundary = {p for p in range(1, n + 1) if text[p - 1].isalnum() and (p == n or not text[p].isalnum())}
+        lookup = _content_lookup(tables)
+        quote_lookup = _quote_lookup(tables)
+        self.at: list[list[tuple[int, int]]] = []        # (token, length) content tokens at p
+        self.close_at: list[list[tuple[int, int]]] = []  # (token, length of part before the quote)
+        for p in range(n + 1):
+            here, close = [], []
+            for length in range(1, min(max_len, n - p) + 1):
+                piece = text[p:p + length]
+                for t in lookup.get(piece, ()):
+                    here.append((t, length))
+                for t in quote_lookup.get(piece, ()):
+                    close.append((t, length))
+            for t in quote_lookup.get("", ()):
+                close.append((t, 0))
+            self.at.append(here)
+            self.close_at.append(close)
+
+
+def _content_lookup(tables: TokenTables) -> dict[str, list[int]]:
+    cached = getattr(tables, "_content_lookup", None)
+    if cached is None:
+        cached = {}
+        for t, s in enumerate(tables.token_text):
+            if s and all(is_content_char(c) for c in s):
+                cached.setdefault(s, []).append(t)
+        tables._content_lookup = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _quote_lookup(tables: TokenTables) -> dict[str, list[int]]:
+    """Tokens holding a closing quote, keyed by the content part before it."""
+    cached = getattr(tables, "_quote_lookup", None)
+    if cached is None:
+        cached = {}
+        for t, s in enumerate(tables.token_text):
+            if '"' in s:
+                part, rest = s.split('"', 1)
+                # the rest may hold structure (`]`, `, `, a new opening quote) but no new string content
+                if all(is_content_char(c) for c in part) and not ('"' in rest and rest.split('"', 1)[1]):
+                    cached.setdefault(part, []).append(t)
+        tables._quote_lookup = cached  # type: ignore[attr-defined]
+    return cached
+
+
+# ---- the logits processor -----------------------------------------------------------------------
+class RecordLogitsProcessor(LogitsProcessor):
+    """A transformers logits processor that keeps every row of a batch on the record automaton.
+
+    Rows are the prompts of one `generate` call (left-padded, so all prompts have the same length);
+    `texts` (spans mode) are the reports, in the same order."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int], prompt_len: int,
+                 max_new_tokens: int, mode: str = "schema", texts: Sequence[str] | None = None):
+        if mode not in MODES:
+            raise ValueError(f"constrained mode must be one of {MODES}, not {mode!r}")
+        if mode == "spans" and texts is None:
+            raise ValueError("constrained mode 'spans' needs the report texts")
+        self.tables = build_tables(tokenizer, vocab_size, eos_ids)
+        need = int(self.tables.dist[0]) + 1
+        if max_new_tokens < need:
+            raise ValueError(f"max_new_tokens={max_new_tokens} is too small for constrained decoding: "
+                             f"the shortest record takes {need} tokens with this tokenizer")
+        self.prompt_len, self.max_new_tokens, self.mode = prompt_len, max_new_tokens, mode
+        self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
+        self.eos_set = set(self.eos.tolist())
+        self.max_dist = int(self.tables.dist.max())
+        self.states: list[int] | None = None
+        self.done: list[bool] = []
+        self.texts = list(texts) if texts is not None else None
+        self.spans: list[_Spans] = []
+        self.positions: list[list[int]] = []  # spans mode: text positions where the current string ends
+        max_len = max((len(s) for s in self.tables.token_text), default=1)
+        self.max_token_len = min(max_len, 48)
+
+    def _advance(self, row: int, token: int) -> None:
+        if self.done[row]:
+            return
+        state = self.states[row]
+        if state == self.tables.automaton.accept or token in self.eos_set:
+            self.done[row] = True
+            return
+        new = int(self.tables.next_state[state, token])
+        if new < 0:
+            raise RuntimeError(f"constrained decoding: row {row} produced a disallowed token {token}")
+        if self.mode == "spans":
+            self.positions[row] = self._track(row, state, self.tables.token_text[token])
+        self.states[row] = new
+
+    def _track(self, row: int, state: int, piece: str) -> list[int]:
+        """Text positions where the current string ends after `piece`, walked character by character:
+        an opening quote starts at every word start, a content character must match the text there."""
+        a, text = self.tables.automaton, self.texts[row]
+        positions = self.positions[row]
+        for ch in piece:
+            new = a.step(state, ch)
+            if not a.string_state[new]:
+                positions = []
+            elif not a.string_state[state]:
+                positions = list(self.spans[row].starts)
+            else:
+                positions = [p + 1 for p in positions if p < len(text) and text[p] == ch]
+            state = new
+        return positions
+
+    def _opens_span(self, row: int, state: int, piece: str) -> bool:
+        """Whether the strings a token opens (and perhaps closes) outside a string are spans:
+        a closed one must be whole words of the report, an open one must start a word of it."""
+        a, text, sp = self.tables.automaton, self.texts[row], self.spans[row]
+        seg: str | None = None
+        for ch in piece:
+            new = a.step(state, ch)
+            if a.string_state[new]:
+                seg = "" if not a.string_state[state] else seg + ch
+            elif a.string_state[state]:
+                if not any(text.startswith(seg, p) and p + len(seg) in sp.boundary for p in sp.starts):
+                    return False
+                seg = None
+            state = new
+        return not seg or any(text.startswith(seg, p) for p in sp.starts)
+
+    def _span_mask(self, row: int, allowed: torch.Tensor, remaining: int) -> torch.Tensor:
+        """Narrow the schema's allowed tokens to those that keep every string a span of the report.
+        Inside a string: continue the span, or close it at the end of a word (any position, as a
+        last resort near the token cap). Outside: open a string only where a word starts and only
+        with SPAN_MARGIN tokens to spare, so an opened span can always be finished."""
+        a, state = self.tables.automaton, self.states[row]
+        sp = self.spans[row]
+        if a.string_state[state]:
+            strict: list[int] = []
+            closing: list[int] = []
+            for p in self.positions[row]:
+                strict.extend(t for t, _ in sp.at[p])
+                for t, n in sp.close_at[p]:
+                    (strict if p + n in sp.boundary else closing).append(t)
+            choices = [strict, closing]
+        else:
+            keep = []
+            for t in torch.nonzero(allowed).flatten().tolist():
+                new = int(self.tables.next_state[state, t])
+                if not a.string_state[new]:
+                    if '"' not in self.tables.token_text[t] or self._opens_span(row, state, self.tables.token_text[t]):
+                        keep.append(t)
+                    continue
+                if int(self.tables.dist[new]) > remaining - 2 - SPAN_MARGIN:
+                    continue
+                if self._opens_span(row, state, self.tables.token_text[t]):
+                    keep.append(t)
+            choices = [keep]
+        for keep in choices:
+            if not keep:
+                continue
+            mask = torch.zeros_like(allowed)
+            mask[torch.tensor(sorted(set(keep)), dtype=torch.long)] = True
+            narrowed = allowed & mask
+            if bool(narrowed.any()):
+                return narrowed
+        return allowed  # nothing of the report fits the token budget: the schema alone still closes
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        batch = input_ids.shape[0]
+        generated = input_ids.shape[1] - self.prompt_len
+        if self.states is None:
+            self.states, self.done = [0] * batch, [False] * batch
+            if self.mode == "spans":
+                if len(self.texts) != batch:
+                    raise ValueError(f"spans mode: {len(self.texts)} texts for a batch of {batch}")
+                self.spans = [_Spans(t, self.tables, self.max_token_len) for t in self.texts]
+                self.positions = [[] for _ in range(batch)]
+        elif generated > 0:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self._advance(row, token)
+        remaining = self.max_new_tokens - generated  # tokens left including this one
+        vocab = scores.shape[1]
+        allowed = torch.ones(batch, vocab, dtype=torch.bool)
+        for row in range(batch):
+            if self.done[row]:
+                continue  # generate() pads finished rows; leave their scores alone
+            state = self.states[row]
+            if state == self.tables.automaton.accept:
+                allowed[row] = False
+                allowed[row, self.eos[self.eos < vocab]] = True
+                continue
+            nxt = self.tables.next_state[state, :vocab]
+            ok = nxt >= 0
+            # leave room to close: the next state must reach the end, plus one token for EOS
+            if remaining - 2 < self.max_dist:
+                ok &= self.tables.dist[nxt.clamp(min=0).long()] <= remaining - 2
+            if self.mode == "spans":
+                ok = self._span_mask(row, ok, remaining)
+            allowed[row] = ok
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+
+def describe(tables: TokenTables) -> dict[str, Any]:
+    """Sizes of the tables, for notebooks and the benchmark."""
+    return {"states": int(tables.next_state.shape[0]), "vocab": tables.vocab_size,
+            "shortest_record_tokens": int(tables.dist[0]), "build_s": round(tables.build_s, 2)}

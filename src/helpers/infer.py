@@ -1,0 +1,198 @@
+"""Step 5: batched greedy extraction with a base model or base + LoRA adapter, into prediction records.
+
+A prediction record (STUDY.md section 2, `schemas.PREDICTION_KEYS`) holds the report, its gold
+record, the model's raw text, the parsed record (snapped to the report's own text by default,
+see `grounding`), the parse status and the grounding of every predicted string, plus `system`,
+`model`, `adapter`, `n_new_tokens`, `finish_reason` and `constrained`, so any tool can rescore it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from . import paths
+from .grounding import DEFAULT_FUZZY_THRESHOLD, ground_prediction, snap_record
+from .io import write_jsonl
+from .parsing import parse_output
+from .schemas import gold, validate_prediction
+from .templates import encode, render_prompt
+
+VARIANTS = ("base", "lora")
+CONSTRAINED = (False, "schema", "spans")
+ADAPTER_FILES = ("adapter_config.json",)
+
+
+def system_name(model: str, variant: str) -> str:
+    """Prediction system name: `<model>-base` or `<model>-lora` (CONTRIBUTING.md artifact rules)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+    return f"{model}-{variant}"
+
+
+def constrained_mode(value: Any) -> str | bool:
+    """Normalize the `constrained` parameter: False/None/'off' -> False, True/'schema' -> 'schema', 'spans'."""
+    if value in (False, None, "", "off", "none", "false", 0):
+        return False
+    if value in (True, "schema", "json", "true", 1):
+        return "schema"
+    if value == "spans":
+        return "spans"
+    raise ValueError(f"constrained must be false, true/'schema' or 'spans', not {value!r}")
+
+
+def adapter_dir(run: str, model: str) -> Path:
+    """The step-4 adapter folder of a run and model; a clear error when it is not there."""
+    folder = paths.model_dir(run, model)
+    missing = [f for f in ADAPTER_FILES if not (folder / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"no LoRA adapter for model {model!r} in run {run!r}: "
+                                f"{paths.rel(folder)} lacks {', '.join(missing)} (run 04_finetune first)")
+    return folder
+
+
+def apply_adapter(model: Any, folder: Path | str, merge: bool = True) -> Any:
+    """Base model + PEFT adapter; merged into the weights when that is exact (float32/bf16/fp16
+    weights, not 4/8-bit quantized ones) so generation runs at base-model speed. Merging changes
+    the base model's weights in place: run the base variant first."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, str(folder))
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    if merge and not quantized:
+        return peft_model.merge_and_unload()
+    return peft_model
+
+
+def stop_token_ids(tokenizer: Any, spec: Any) -> list[int]:
+    """Token ids that end the answer: the family's end-of-turn token and the tokenizer's EOS."""
+    ids = []
+    eot = tokenizer.convert_tokens_to_ids(spec.eot)
+    if isinstance(eot, int) and eot != getattr(tokenizer, "unk_token_id", None):
+        ids.append(eot)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    if not ids:
+        raise ValueError(f"{spec.key}: neither {spec.eot!r} nor an EOS token is in the vocabulary")
+    return ids
+
+
+def _batches(order: Sequence[int], size: int) -> Iterable[list[int]]:
+    for i in range(0, len(order), size):
+        yield list(order[i:i + size])
+
+
+def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids: Sequence[int],
+                   max_new_tokens: int, constrained: str | bool = False,
+                   texts: Sequence[str] | None = None) -> list[tuple[str, int, str]]:
+    """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    ids = [encode(tokenizer, p) for p in prompts]
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+    device = next(model.parameters()).device
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              eos_token_id=list(stop_ids), pad_token_id=pad)
+    processors = LogitsProcessorList()
+    if constrained:
+        from .constrained import RecordLogitsProcessor
+        vocab = model.get_output_embeddings().weight.shape[0]
+        processors.append(RecordLogitsProcessor(tokenizer, vocab, stop_ids, width, max_new_tokens,
+                                                mode=constrained, texts=texts))
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                             generation_config=config, logits_processor=processors)
+    results = []
+    stops = set(stop_ids)
+    for row in out[:, width:].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        answer = row if end is None else row[:end]
+        raw = tokenizer.decode(answer, skip_special_tokens=True)
+        results.append((raw, len(answer), "length" if end is None else "stop"))
+    return results
+
+
+def make_record(report: dict[str, Any], raw: str, n_new_tokens: int, finish_reason: str,
+                system: str, model: str, adapter: str | None, constrained: str | bool,
+                snap: bool = True, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> dict[str, Any]:
+    """One prediction record: parse, ground the model's own strings, snap (optionally), validate."""
+    parsed, status = parse_output(raw)
+    grounding = ground_prediction(parsed, report["text"], fuzzy_threshold)
+    final = snap_record(parsed, grounding) if snap else parsed
+    rec = {"id": report["id"], "text": report["text"], "gold": gold(report), "raw": raw,
+           "parsed": final, "parse_ok": parsed is not None, "parse_status": status,
+           "parsed_unsnapped": parsed, "snapped": bool(snap), "grounding": grounding,
+           "system": system, "model": model, "adapter": adapter, "constrained": constrained or False,
+           "n_new_tokens": n_new_tokens, "finish_reason": finish_reason}
+    return validate_prediction(rec, f"prediction for report {report['id']!r}")
+
+
+def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, Any]], batch_size: int = 8,
+            max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
+            system: str | None = None, adapter: str | None = None, snap: bool = True,
+            fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
+            ) -> list[dict[str, Any]]:
+    """Prediction records for `reports` (in their order): batched greedy generation, left padding,
+    stop at the end-of-turn token; batches are formed by prompt length to waste little padding."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1 (got {batch_size}, {max_new_tokens})")
+    mode = constrained_mode(constrained)
+    system = system or f"{spec.key}-{'lora' if adapter else 'base'}"
+    stop_ids = stop_token_ids(tokenizer, spec)
+    prompts = [render_prompt(tokenizer, spec, r["text"], system=prompt_system) for r in reports]
+    lengths = [len(encode(tokenizer, p)) for p in prompts]
+    order = sorted(range(len(reports)), key=lambda i: -lengths[i])
+    model.eval()
+    records: list[dict[str, Any] | None] = [None] * len(reports)
+    bar = tqdm(total=len(reports), unit="report", desc=system, disable=not progress)
+    try:
+        for idx in _batches(order, batch_size):
+            outputs = generate_batch(model, tokenizer, [prompts[i] for i in idx], stop_ids, max_new_tokens,
+                                     constrained=mode, texts=[reports[i]["text"] for i in idx])
+            for i, (raw, n_new, reason) in zip(idx, outputs):
+                records[i] = make_record(reports[i], raw, n_new, reason, system, spec.key, adapter, mode,
+                                         snap=snap, fuzzy_threshold=fuzzy_threshold)
+            bar.update(len(idx))
+    finally:
+        bar.close()
+    return [r for r in records if r is not None]
+
+
+def timed_predict(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], float]:
+    """predict() and its wall time in seconds (for reports/s tables)."""
+    started = time.perf_counter()
+    records = predict(*args, **kwargs)
+    return records, time.perf_counter() - started
+
+
+def summarize(records: Sequence[dict[str, Any]], seconds: float | None = None) -> dict[str, Any]:
+    """Counts for a table row: reports, parse rate, statuses, grounding rate, stops at the cap, speed."""
+    n = len(records)
+    statuses: dict[str, int] = {}
+    for r in records:
+        statuses[r["parse_status"]] = statuses.get(r["parse_status"], 0) + 1
+    spans = [g for r in records for g in r["grounding"]]
+    row = {"reports": n, "parse_rate": round(sum(r["parse_ok"] for r in records) / n, 3) if n else None,
+           "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+           "predicted_strings": len(spans),
+           "grounded_rate": round(sum(g["status"] != "not_found" for g in spans) / len(spans), 3) if spans else None,
+           "hit_token_cap": sum(r["finish_reason"] == "length" for r in records),
+           "mean_new_tokens": round(sum(r["n_new_tokens"] for r in records) / n, 1) if n else None}
+    if seconds is not None:
+        row["seconds"] = round(seconds, 1)
+        row["reports_per_s"] = round(n / seconds, 2) if seconds > 0 else None
+    return row
+
+
+def write_predictions(records: Sequence[dict[str, Any]], run: str, split: str, system: str) -> Path:
+    """Write records (validated) to paths.predictions_file(run, split, system), atomically."""
+    for r in records:
+        validate_prediction(r, f"prediction {r.get('id')!r} of {system}/{split}")
+    return write_jsonl(paths.predictions_file(run, split, system), records)
