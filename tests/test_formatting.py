@@ -149,3 +149,29 @@ def test_outputs_statistics_and_plot(smol, tmp_path, monkeypatch):
     assert table.loc["val", "max"] == formatted["val"][0][0]["n_tokens"]
     png = formatting.plot_lengths(formatted, 256, files["lengths_png"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_smollm2_trains_on_formatted_rows_with_the_answer_only_loss(smol):
+    import torch
+
+    tok, spec = smol
+    rows, _ = formatting.format_split(tok, spec, REPORTS[:1], max_length=512)
+    feat = formatting.features(tok, spec, rows)[0]
+    model = models.load_model("smollm2-135m")
+    ids, labels = torch.tensor([feat["input_ids"]]), torch.tensor([feat["labels"]])
+    out = model(input_ids=ids, labels=labels)
+    # the loss is the mean cross-entropy of the next-token predictions on the answer + end-of-turn only
+    logits, target = out.logits[0, :-1], labels[0, 1:]
+    keep = target != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], target[keep])
+    assert torch.allclose(out.loss, manual, atol=1e-5) and int(keep.sum()) == sum(feat["completion_mask"])
+    opt = torch.optim.SGD(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(3):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
