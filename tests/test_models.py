@@ -139,3 +139,14 @@ def test_plain_copy_equals_the_dequantized_gguf_model():
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reference(ids).logits)
     assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("system", [None, "Answer in JSON."])
+def test_plain_jinja_rendering_matches_transformers_on_the_real_tokenizer(smol_tok, system):
+    # the tests render the GPU families with templates.JinjaChat: it must agree with transformers
+    spec = get_spec("smollm2-135m")
+    chat = templates.JinjaChat(smol_tok.chat_template, smol_tok.bos_token, smol_tok.eos_token)
+    msgs = templates.build_messages(spec, "Took Crestor, got cramps.", answer='{"drugs": []}', system=system)
+    for messages, gen in ((msgs, False), (msgs[:-1], True)):
+        assert chat.apply_chat_template(messages, add_generation_prompt=gen) == \
+            smol_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
