@@ -142,6 +142,10 @@ def run(profile_name: str, models: list[str] | None = None, start: str | None = 
             continue
         secs = _execute(task, runname)
         print(f"{head} done in {secs:.0f} s", flush=True)
+    if dry_run:
+        print("\ndry run: nothing was executed (a rerun step whose outputs change makes the "
+              "steps after it run too)")
+        return 0
     print(f"\nall steps finished in {time.time() - t_all:.0f} s\n")
     _report(runname)
     return 0
