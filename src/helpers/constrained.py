@@ -26,7 +26,7 @@ import torch
 from transformers import LogitsProcessor
 
 MODES = ("schema", "spans")
-SPAN_MARGIN = 4  # spare tokens needed to open a span (its words and the closing quote)
+SPAN_MARGIN = 2  # spare tokens to open a span, so it can reach the end of a word before closing
 FIELD_ORDER = ("drugs", "adverse_events")
 
 
@@ -113,6 +113,7 @@ class TokenTables:
     eos_ids: list[int]
     vocab_size: int
     build_s: float
+    span_dist: torch.Tensor         # (n_states,) the same using only report-independent tokens
 
 
 _TABLE_CACHE: dict[tuple[int, int, tuple[int, ...]], TokenTables] = {}
@@ -155,6 +156,38 @@ def _state_row(a: Automaton, state: int, token_text: list[str], content_ok: list
     return row
 
 
+def _span_safe(a: Automaton, state: int, piece: str, content_only: bool) -> bool:
+    """A token writes string content only as a whole content token inside a string."""
+    if a.string_state[state] and content_only:
+        return True
+    for ch in piece:
+        new = a.step(state, ch)
+        if a.string_state[state] and a.string_state[new]:
+            return False
+        state = new
+    return True
+
+
+def _distances(a: Automaton, succ: list[list[int]]) -> list[int]:
+    """Fewest tokens from each state to the accept state (Bellman-Ford over the small state graph)."""
+    inf = 10 ** 9
+    n = len(succ)
+    dist = [inf] * n
+    dist[a.accept] = 0
+    for _ in range(n):
+        changed = False
+        for s in range(n):
+            best = min((dist[t] + 1 for t in succ[s]), default=inf)
+            if best < dist[s]:
+                dist[s], changed = best, True
+        if not changed:
+            break
+    if any(d >= inf for d in dist):
+        raise ValueError(f"constrained decoding: this tokenizer cannot spell the record "
+                         f"({sum(d >= inf for d in dist)} automaton states cannot reach the end)")
+    return dist
+
+
 def build_tables(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> TokenTables:
     """Allowed-token tables of every automaton state and the exact tokens-to-close distances."""
     key = (id(tokenizer), vocab_size, tuple(sorted(eos_ids)))
@@ -172,25 +205,20 @@ def build_tables(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> Tok
     n_states = len(a.trans)
     rows = [_state_row(a, s, text, content_ok, content_first_ok, by_first) for s in range(n_states)]
     nxt = torch.tensor(rows, dtype=torch.int16)
-    # fewest tokens from each state to the accept state (Bellman-Ford over the small state graph)
-    inf = 10 ** 9
-    dist = [inf] * n_states
-    dist[a.accept] = 0
     succ = [sorted({x for x in row if x >= 0}) for row in rows]
-    for _ in range(n_states):
-        changed = False
-        for s in range(n_states):
-            best = min((dist[t] + 1 for t in succ[s]), default=inf)
-            if best < dist[s]:
-                dist[s], changed = best, True
-        if not changed:
-            break
-    unreachable = [s for s in range(n_states) if dist[s] >= inf]
-    if unreachable:
-        raise ValueError(f"constrained decoding: this tokenizer cannot spell the record "
-                         f"({len(unreachable)} automaton states cannot reach the end)")
+    # spans mode cannot use tokens that carry string content across a quote (the content depends on
+    # the report): its distances use only the tokens that are safe whatever the report says
+    span_succ = []
+    for s_, row in enumerate(rows):
+        safe = set()
+        for t, x in enumerate(row):
+            if x >= 0 and x not in safe and _span_safe(a, s_, text[t], content_ok[t]):
+                safe.add(x)
+        span_succ.append(sorted(safe))
+    dist = _distances(a, succ)
+    span_dist = _distances(a, span_succ)
     tables = TokenTables(a, text, nxt, torch.tensor(dist), list(eos_ids), vocab_size,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, torch.tensor(span_dist))
     _TABLE_CACHE[key] = tables
     return tables
 
@@ -264,14 +292,16 @@ class RecordLogitsProcessor(LogitsProcessor):
         if mode == "spans" and texts is None:
             raise ValueError("constrained mode 'spans' needs the report texts")
         self.tables = build_tables(tokenizer, vocab_size, eos_ids)
-        need = int(self.tables.dist[0]) + 1
+        need = int((self.tables.span_dist if mode == "spans" else self.tables.dist)[0]) + 1 + \
+            (SPAN_MARGIN if mode == "spans" else 0)
         if max_new_tokens < need:
             raise ValueError(f"max_new_tokens={max_new_tokens} is too small for constrained decoding: "
                              f"the shortest record takes {need} tokens with this tokenizer")
         self.prompt_len, self.max_new_tokens, self.mode = prompt_len, max_new_tokens, mode
         self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
         self.eos_set = set(self.eos.tolist())
-        self.max_dist = int(self.tables.dist.max())
+        self.dist = self.tables.span_dist if mode == "spans" else self.tables.dist
+        self.max_dist = int(self.dist.max())
         self.states: list[int] | None = None
         self.done: list[bool] = []
         self.texts = list(texts) if texts is not None else None
@@ -349,7 +379,7 @@ class RecordLogitsProcessor(LogitsProcessor):
                     if '"' not in self.tables.token_text[t] or self._opens_span(row, state, self.tables.token_text[t]):
                         keep.append(t)
                     continue
-                if int(self.tables.dist[new]) > remaining - 2 - SPAN_MARGIN:
+                if int(self.dist[new]) > remaining - 2 - SPAN_MARGIN:
                     continue
                 if self._opens_span(row, state, self.tables.token_text[t]):
                     keep.append(t)
@@ -392,7 +422,7 @@ class RecordLogitsProcessor(LogitsProcessor):
             ok = nxt >= 0
             # leave room to close: the next state must reach the end, plus one token for EOS
             if remaining - 2 < self.max_dist:
-                ok &= self.tables.dist[nxt.clamp(min=0).long()] <= remaining - 2
+                ok &= self.dist[nxt.clamp(min=0).long()] <= remaining - 2
             if self.mode == "spans":
                 ok = self._span_mask(row, ok, remaining)
             allowed[row] = ok
@@ -402,4 +432,5 @@ class RecordLogitsProcessor(LogitsProcessor):
 def describe(tables: TokenTables) -> dict[str, Any]:
     """Sizes of the tables, for notebooks and the benchmark."""
     return {"states": int(tables.next_state.shape[0]), "vocab": tables.vocab_size,
-            "shortest_record_tokens": int(tables.dist[0]), "build_s": round(tables.build_s, 2)}
+            "shortest_record_tokens": int(tables.dist[0]), "shortest_spans_record_tokens": int(tables.span_dist[0]),
+            "build_s": round(tables.build_s, 2)}

@@ -216,8 +216,13 @@ def parse_output(raw: Any) -> tuple[dict[str, list[str]] | None, str]:
         if closed_chunk is None:
             continue
         try:
-            record, _, _ = normalize_record(_loads_lenient(closed_chunk))
-        except (ValueError, _SchemaError):
+            obj = _loads_lenient(closed_chunk)
+        except ValueError:
+            continue
+        try:
+            record, _, _ = normalize_record(obj)
+        except _SchemaError:
+            schema_problem = True
             continue
         return record, "truncated"
     return None, "bad_schema" if schema_problem else "invalid_json"
