@@ -264,9 +264,11 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
     span F1 (early stopping after `patience` epochs without gain), and save model, tokenizer,
     stats, loss curve CSV and PNG under `out_dir` (when given). Returns the stats."""
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     from transformers.optimization import get_linear_schedule_with_warmup
 
+    if not train_reports:
+        raise ValueError("the encoder needs at least one training report")
     t0, c0 = time.time(), time.process_time()
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
@@ -279,8 +281,8 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     rng = random.Random(cfg.seed)
     steps, epochs = [], []
-    best = {"f1": -1.0, "epoch": 0, "state": None}
-    bar = tqdm(total=total, desc="encoder training", disable=not progress)
+    best = {"f1": -math.inf, "epoch": 0, "state": None}
+    bar = tqdm(total=total, desc="encoder training", disable=not progress, mininterval=10)
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -305,7 +307,7 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
         if val_reports:
             row["val_loss"] = round(_eval_loss(model, val_w, cfg.batch_size, tokenizer.pad_token_id), 5)
             pred = predict_spans(model, tokenizer, [r["text"] for r in val_reports], cfg, progress=False)
-            row.update(span_scores([gold_spans(r) for r in val_reports], pred))
+            row.update(span_scores([remove_overlaps(gold_spans(r)) for r in val_reports], pred))
         else:
             row["span_f1"] = -row["train_loss"]   # no validation: keep the last, lowest-loss epoch
         epochs.append(row)
@@ -411,7 +413,7 @@ def predict_spans(model, tokenizer, texts: Sequence[str], cfg: EncoderConfig,
     probabilities of a token seen in two windows are averaged, and the tags are decoded to
     whole-word spans."""
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     was_training = model.training
     model.eval()
