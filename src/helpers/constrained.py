@@ -116,7 +116,7 @@ class TokenTables:
     span_dist: torch.Tensor         # (n_states,) the same using only report-independent tokens
 
 
-_TABLE_CACHE: dict[tuple[int, int, tuple[int, ...]], TokenTables] = {}
+_TABLE_CACHE: dict[tuple[Any, ...], TokenTables] = {}
 
 
 def token_strings(tokenizer: Any, vocab_size: int) -> list[str]:
@@ -168,8 +168,9 @@ def _span_safe(a: Automaton, state: int, piece: str, content_only: bool) -> bool
     return True
 
 
-def _distances(a: Automaton, succ: list[list[int]]) -> list[int]:
-    """Fewest tokens from each state to the accept state (Bellman-Ford over the small state graph)."""
+def _distances(a: Automaton, succ: list[list[int]], open_penalty: int = 0) -> list[int]:
+    """Fewest tokens from each state to the accept state (Bellman-Ford over the small state graph);
+    `open_penalty` extra tokens are charged for opening a string from outside one."""
     inf = 10 ** 9
     n = len(succ)
     dist = [inf] * n
@@ -177,7 +178,8 @@ def _distances(a: Automaton, succ: list[list[int]]) -> list[int]:
     for _ in range(n):
         changed = False
         for s in range(n):
-            best = min((dist[t] + 1 for t in succ[s]), default=inf)
+            best = min((dist[t] + 1 + (open_penalty if a.first_char[t] and not a.string_state[s] else 0)
+                        for t in succ[s]), default=inf)
             if best < dist[s]:
                 dist[s], changed = best, True
         if not changed:
@@ -190,7 +192,8 @@ def _distances(a: Automaton, succ: list[list[int]]) -> list[int]:
 
 def build_tables(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> TokenTables:
     """Allowed-token tables of every automaton state and the exact tokens-to-close distances."""
-    key = (id(tokenizer), vocab_size, tuple(sorted(eos_ids)))
+    key = (type(tokenizer).__name__, str(getattr(tokenizer, "name_or_path", "")), len(tokenizer),
+           vocab_size, tuple(sorted(eos_ids)))
     if key in _TABLE_CACHE:
         return _TABLE_CACHE[key]
     started = time.perf_counter()
@@ -216,7 +219,7 @@ def build_tables(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> Tok
                 safe.add(x)
         span_succ.append(sorted(safe))
     dist = _distances(a, succ)
-    span_dist = _distances(a, span_succ)
+    span_dist = _distances(a, span_succ, SPAN_MARGIN)
     tables = TokenTables(a, text, nxt, torch.tensor(dist), list(eos_ids), vocab_size,
                          time.perf_counter() - started, torch.tensor(span_dist))
     _TABLE_CACHE[key] = tables
