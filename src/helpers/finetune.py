@@ -1,0 +1,744 @@
+"""LoRA fine-tuning (step 4): one recipe, two backends.
+
+- `unsloth`: FastLanguageModel 4-bit (QLoRA) + TRL SFTTrainer, for CUDA machines and registry
+  models that have a pre-quantized 4-bit id. Unsloth is imported only on that path.
+- `hf`: transformers + PEFT LoRA + TRL SFTTrainer, on CPU (or on GPU when asked, incl. multi-GPU
+  through `accelerate launch`).
+
+Both train on the same pre-tokenized rows (input_ids + completion_mask from
+helpers.templates.tokenize_example) with `completion_only_loss=True`: TRL 1.15/1.16 turn the
+completion mask into labels (-100 on the prompt) during dataset preparation, so only the answer
+and its end-of-turn token are learned. Both publish the same PEFT adapter files.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import memory, paths
+from .config import ConfigError
+from .io import DataError, atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+STEP = "04_finetune"
+BACKENDS = ("auto", "hf", "unsloth")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+CHECKPOINTS = "checkpoints"
+ALL_LINEAR = "all-linear"
+
+
+# ---- the training configuration ---------------------------------------------------------------
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One run's recipe: the profile's `finetune:` section plus run, model, seed (and max_length)."""
+    run: str
+    model: str
+    seed: int
+    backend: str = "auto"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = ALL_LINEAR
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    save_steps: int = 6
+    eval_steps: int = 6
+    resume: bool = False
+    max_length: int = 512
+    weight_decay: float = 0.0
+    logging_steps: int = 1
+    save_total_limit: int = 2
+    optim: str = "adamw_torch"
+    gradient_checkpointing: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], ignore: Iterable[str] = ()) -> "FinetuneConfig":
+        """Build and check a config from notebook/profile parameters; unknown keys are an error."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        skip = set(ignore)
+        unknown = sorted(k for k in params if k not in known and k not in skip)
+        if unknown:
+            raise ConfigError(f"finetune: unknown parameter(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(known)}")
+        missing = [k for k in ("run", "model", "seed") if k not in params]
+        if missing:
+            raise ConfigError(f"finetune: missing parameter(s) {', '.join(missing)}")
+        values: dict[str, Any] = {}
+        for name, f in known.items():
+            if name in params:
+                default = f.default if f.default is not dataclasses.MISSING else _REQUIRED[name]
+                values[name] = _coerce(name, params[name], default)
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first key with an impossible value."""
+        def bad(key: str, why: str) -> None:
+            raise ConfigError(f"finetune.{key} = {getattr(self, key)!r}: {why}")
+        if self.backend not in BACKENDS:
+            bad("backend", f"must be one of {', '.join(BACKENDS)}")
+        if self.lora_r < 1:
+            bad("lora_r", "must be >= 1")
+        if self.lora_alpha <= 0:
+            bad("lora_alpha", "must be > 0")
+        if not 0 <= self.lora_dropout < 1:
+            bad("lora_dropout", "must be in [0, 1)")
+        if isinstance(self.target_modules, str) and self.target_modules != ALL_LINEAR:
+            bad("target_modules", f"must be {ALL_LINEAR!r} or a list of module names")
+        if not isinstance(self.target_modules, str) and not self.target_modules:
+            bad("target_modules", "must not be empty")
+        if self.learning_rate <= 0:
+            bad("learning_rate", "must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be in [0, 1)")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            bad("num_epochs", "must be > 0 when max_steps is -1")
+        for key in ("batch_size", "grad_accum", "save_steps", "eval_steps", "logging_steps",
+                    "save_total_limit"):
+            if getattr(self, key) < 1:
+                bad(key, "must be >= 1")
+        if self.max_length < 16:
+            bad("max_length", "must be >= 16")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+
+    def to_params(self) -> dict[str, Any]:
+        """The config as plain JSON-able parameters (target_modules as a list or 'all-linear')."""
+        out = dataclasses.asdict(self)
+        if not isinstance(self.target_modules, str):
+            out["target_modules"] = list(self.target_modules)
+        return out
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+
+_REQUIRED: dict[str, Any] = {"run": "", "model": "", "seed": 0}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Parameters from YAML, papermill or the command line arrive as str/int/float/list."""
+    try:
+        if name == "target_modules":
+            if isinstance(value, str):
+                value = value.strip()
+                if value.startswith("["):
+                    value = json.loads(value)
+                elif "," in value:
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+            return value if isinstance(value, str) else tuple(str(v) for v in value)
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError("expected true or false")
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            f = float(value)
+            if f != int(f):
+                raise ValueError("expected an integer")
+            return int(f)
+        if isinstance(default, float):
+            return float(value)
+        return str(value) if name in ("run", "model", "backend", "lr_scheduler", "optim") else value
+    except (TypeError, ValueError, json.JSONDecodeError) as e:
+        raise ConfigError(f"finetune.{name} = {value!r}: {e}") from None
+
+
+# ---- where the outputs go --------------------------------------------------------------------
+def output_files(run: str, model: str) -> dict[str, Path]:
+    """Every file step 4 writes for one model (the manifest is written beside them last)."""
+    out = paths.model_dir(run, model)
+    return {"adapter_config": out / "adapter_config.json",
+            "adapter_model": out / "adapter_model.safetensors",
+            "trainer_stats": out / "trainer_stats.json",
+            "loss_csv": out / "loss.csv",
+            "loss_png": out / "loss.png",
+            "checkpoints": out / CHECKPOINTS}
+
+
+def checkpoint_dir(run: str, model: str) -> Path:
+    return output_files(run, model)["checkpoints"]
+
+
+def last_complete_checkpoint(folder: Path | str) -> Path | None:
+    """The highest-step `checkpoint-N` that finished saving (the Trainer writes trainer_state.json
+    last), so a run killed while saving resumes from the previous checkpoint, not a partial one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = []
+    for sub in folder.iterdir():
+        name = sub.name
+        if sub.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+            if (sub / "trainer_state.json").exists() and (sub / "adapter_model.safetensors").exists():
+                found.append((int(name[len("checkpoint-"):]), sub))
+    return max(found)[1] if found else None
+
+
+# ---- backend choice ---------------------------------------------------------------------------
+def cuda_available() -> bool:
+    import torch
+    return bool(torch.cuda.is_available())
+
+
+def unsloth_installed() -> bool:
+    """Whether the unsloth package is present (checked without importing it)."""
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def choose_backend(requested: str, spec: Any) -> tuple[str, str]:
+    """The backend to use and why: `auto` takes unsloth on a CUDA machine for a model with a 4-bit
+    id when unsloth imports, else hf. Asking for unsloth where it cannot run is an error."""
+    if requested not in BACKENDS:
+        raise ConfigError(f"finetune.backend = {requested!r}: must be one of {', '.join(BACKENDS)}")
+    if requested == "hf":
+        return "hf", "asked for"
+    cuda = cuda_available()
+    if requested == "unsloth":
+        if not cuda:
+            raise RuntimeError("backend 'unsloth' needs a CUDA GPU; use backend 'hf' (or 'auto') on this machine")
+        if not spec.unsloth_id:
+            raise RuntimeError(f"{spec.key} has no Unsloth 4-bit id in the registry; use backend 'hf'")
+        _import_unsloth()
+        return "unsloth", "asked for"
+    if not cuda:
+        return "hf", "no CUDA GPU"
+    if not spec.unsloth_id:
+        return "hf", f"{spec.key} has no Unsloth 4-bit id"
+    if not unsloth_installed():
+        return "hf", "unsloth is not installed (pip install -r requirements-gpu.txt)"
+    try:
+        _import_unsloth()
+    except Exception as e:  # an unsloth that fails to import must not stop a GPU run: hf still works
+        log.warning("unsloth failed to import (%s); using the hf backend", e)
+        return "hf", f"unsloth failed to import: {type(e).__name__}: {e}"
+    return "unsloth", "CUDA GPU and a 4-bit id"
+
+
+def _import_unsloth() -> Any:
+    """Import unsloth (it patches transformers/TRL, so it goes before any trainer is built)."""
+    import unsloth  # noqa: F401  (CUDA path only)
+    return unsloth
+
+
+# ---- data -------------------------------------------------------------------------------------
+def load_training_rows(run: str, model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The formatted train and val rows of step 3 (val may be empty)."""
+    from .formatting import output_files as formatted_files
+    from .io import read_jsonl
+
+    files = formatted_files(run, model)
+    if not files["train"].exists():
+        raise FileNotFoundError(f"{paths.rel(files['train'])}: no formatted training data; run 03_format "
+                                f"for run {run!r} and model {model!r} first")
+    train = read_jsonl(files["train"])
+    val = read_jsonl(files["val"]) if files["val"].exists() else []
+    if not train:
+        raise DataError(f"{paths.rel(files['train'])}: no training rows")
+    return train, val
+
+
+def training_inputs(run: str, model: str) -> list[Path]:
+    """The files this step reads (for the manifest)."""
+    from .formatting import output_files as formatted_files
+    files = formatted_files(run, model)
+    return [p for p in (files["train"], files["val"]) if p.exists()]
+
+
+def tokenize_rows(tokenizer: Any, spec: Any, rows: Sequence[dict[str, Any]], max_length: int,
+                  where: str = "rows") -> list[dict[str, list[int]]]:
+    """input_ids + completion_mask for each formatted row; a row that is malformed, longer than
+    max_length, or tokenized differently from step 3 (another tokenizer) raises DataError."""
+    from .templates import tokenize_example
+
+    out = []
+    for n, row in enumerate(rows, 1):
+        rid = row.get("id", f"#{n}")
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise DataError(f"{where}: row {rid!r}: missing or empty {key!r}")
+        if "text" in row and row["text"] != row["prompt"] + row["completion"]:
+            raise DataError(f"{where}: row {rid!r}: text is not prompt + completion")
+        tokens = tokenize_example(tokenizer, spec, row["prompt"], row["completion"])
+        n_tok = len(tokens["input_ids"])
+        if "n_tokens" in row and int(row["n_tokens"]) != n_tok:
+            raise DataError(f"{where}: row {rid!r}: step 3 counted {row['n_tokens']} tokens, this tokenizer "
+                            f"gives {n_tok}; the data was formatted with another tokenizer (rerun 03_format)")
+        if n_tok > max_length:
+            raise DataError(f"{where}: row {rid!r}: {n_tok} tokens > max_length {max_length} "
+                            f"(03_format excludes such rows; use the same max_length)")
+        out.append({"input_ids": tokens["input_ids"], "completion_mask": tokens["completion_mask"]})
+    return out
+
+
+# ---- model building ---------------------------------------------------------------------------
+def linear_module_names(model: Any) -> list[str]:
+    """Leaf names of every linear layer except the output head: what PEFT's 'all-linear' means,
+    spelled out so both backends write the same adapter_config (bnb 4-bit layers are nn.Linear too)."""
+    import torch
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module is not head and not name.endswith("lm_head"):
+            names.add(name.rsplit(".", 1)[-1])
+    if not names:
+        raise RuntimeError(f"{type(model).__name__}: no linear layers found for LoRA")
+    return sorted(names)
+
+
+def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str]:
+    return linear_module_names(model) if cfg.target_modules == ALL_LINEAR else list(cfg.target_modules)
+
+
+def train_dtype(device: str) -> Any:
+    """float32 on CPU; bfloat16 on a GPU that has it, else float16 (T4)."""
+    import torch
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
+    """Base model (registry loader) + PEFT LoRA with the config's r/alpha/dropout/targets."""
+    from peft import LoraConfig, get_peft_model
+
+    from . import models
+
+    tokenizer = models.load_tokenizer(spec.key)
+    model = models.load_model(spec.key, dtype=train_dtype(device), device=device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=resolve_target_modules(cfg, model), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), tokenizer
+
+
+def build_unsloth(spec: Any, cfg: FinetuneConfig) -> tuple[Any, Any]:
+    """Unsloth's 4-bit model (spec.unsloth_id) + its LoRA, with the same r/alpha/dropout/targets."""
+    _import_unsloth()
+    from unsloth import FastLanguageModel
+
+    from . import models
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=spec.unsloth_id, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
+    tokenizer = models.set_padding_side(models.prepare_tokenizer(tokenizer, spec), "training")
+    model = FastLanguageModel.get_peft_model(
+        model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=resolve_target_modules(cfg, model), bias="none",
+        use_gradient_checkpointing="unsloth", random_state=cfg.seed, max_seq_length=cfg.max_length)
+    return model, tokenizer
+
+
+def sft_config(cfg: FinetuneConfig, output_dir: Path, has_eval: bool, device: str,
+               resuming: bool, unsloth: bool = False) -> Any:
+    """TRL SFTConfig from the recipe. completion_only_loss=True is explicit: TRL infers it only for
+    prompt/completion text columns, and these rows are pre-tokenized. TRL turns gradient
+    checkpointing on by default; the hf backend uses the recipe's setting (off: faster on CPU),
+    Unsloth keeps its own."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = device.startswith("cuda")
+    dtype = train_dtype(device)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,          # a float in [0, 1) is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps if has_eval else None,
+        eval_on_start=has_eval and not resuming,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        completion_only_loss=True,
+        max_length=cfg.max_length,
+        packing=False,
+        **({} if unsloth else {"gradient_checkpointing": cfg.gradient_checkpointing}),
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        use_cpu=not on_gpu,
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+    )
+
+
+def check_labels(trainer: Any, tokenized: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+    """Guard against a silent change of TRL's masking: the prepared labels must keep exactly the
+    completion tokens of the first rows. Returns the share of supervised tokens."""
+    ds = trainer.train_dataset
+    if "labels" not in ds.column_names:
+        raise RuntimeError(f"SFTTrainer prepared no labels (columns {ds.column_names}); "
+                           "completion-only loss would not apply")
+    for i in range(min(4, len(ds))):
+        labels = ds[i]["labels"]
+        want = [t if m else -100 for t, m in zip(tokenized[i]["input_ids"], tokenized[i]["completion_mask"])]
+        if list(labels) != want:
+            raise RuntimeError(f"SFTTrainer labels of row {i} do not equal the completion mask: TRL's "
+                               "handling of completion_mask changed; training would not be answer-only")
+    total = sum(len(r["input_ids"]) for r in tokenized)
+    supervised = sum(sum(r["completion_mask"]) for r in tokenized)
+    return {"supervised_tokens": supervised, "total_tokens": total,
+            "supervised_share": round(supervised / total, 4) if total else 0.0}
+
+
+# ---- callbacks --------------------------------------------------------------------------------
+class TrainingInterrupted(RuntimeError):
+    """Raised by `interrupt_after_checkpoint` to simulate a run killed after a checkpoint."""
+
+
+def interrupt_after_checkpoint(n_saves: int = 1) -> Any:
+    """A TrainerCallback that stops training (raises TrainingInterrupted) right after the n-th
+    checkpoint is on disk, as a kill at that moment would: used to test resuming."""
+    from transformers import TrainerCallback
+
+    class _Interrupt(TrainerCallback):
+        def __init__(self) -> None:
+            self.saves = 0
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.saves += 1
+            if self.saves >= n_saves:
+                raise TrainingInterrupted(f"interrupted after checkpoint at step {state.global_step}")
+            return control
+
+    return _Interrupt()
+
+
+# ---- statistics -------------------------------------------------------------------------------
+def examples_after(steps: int, n_train: int, batch_size: int, grad_accum: int) -> int:
+    """Training examples consumed after `steps` optimizer steps (the Trainer's epoch layout:
+    ceil(n/batch) micro-batches per epoch, grouped by grad_accum, the last group possibly short)."""
+    micro = math.ceil(n_train / batch_size)
+    per_epoch = max(math.ceil(micro / grad_accum), 1)
+    full, rest = divmod(steps, per_epoch)
+    return full * n_train + min(rest * grad_accum * batch_size, n_train)
+
+
+def loss_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-step train and val loss from the Trainer's log history (val at eval steps and step 0)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        step = int(entry.get("step", 0))
+        if "loss" in entry:
+            by_step.setdefault(step, {"step": step, "train_loss": None, "val_loss": None})
+            by_step[step]["train_loss"] = float(entry["loss"])
+        if "eval_loss" in entry:
+            by_step.setdefault(step, {"step": step, "train_loss": None, "val_loss": None})
+            by_step[step]["val_loss"] = float(entry["eval_loss"])
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def write_loss_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
+    """loss.csv: step, train_loss, val_loss (empty where a step has none)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["step", "train_loss", "val_loss"])
+            for r in rows:
+                w.writerow([r["step"], "" if r["train_loss"] is None else f"{r['train_loss']:.6f}",
+                            "" if r["val_loss"] is None else f"{r['val_loss']:.6f}"])
+    return path
+
+
+def read_loss_csv(path: Path | str) -> list[dict[str, Any]]:
+    """The rows of a loss.csv (None where empty)."""
+    with Path(path).open(encoding="utf-8") as fh:
+        return [{"step": int(r["step"]),
+                 "train_loss": float(r["train_loss"]) if r["train_loss"] else None,
+                 "val_loss": float(r["val_loss"]) if r["val_loss"] else None}
+                for r in csv.DictReader(fh)]
+
+
+def plot_loss(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "") -> Path:
+    """Train (every logged step) and val (eval steps) loss curves, saved as PNG."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["train_loss"]) for r in rows if r["train_loss"] is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.2)
+    if val:
+        ax.plot(*zip(*val), label="val loss", color="tab:orange", marker="o", linewidth=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy on answer tokens")
+    ax.set_title(title or "training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- publishing -------------------------------------------------------------------------------
+def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
+    """Save the PEFT adapter into a temp folder beside the outputs, point its base model at the
+    registry's hub id (not a machine path or the 4-bit repo), then move each file into place: a
+    finished adapter is only ever replaced by another finished one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
+    try:
+        model.save_pretrained(str(tmp))
+        for name in ADAPTER_FILES:
+            if not (tmp / name).exists():
+                raise RuntimeError(f"save_pretrained wrote no {name} (got {sorted(os.listdir(tmp))})")
+        config = read_json(tmp / "adapter_config.json")
+        config["base_model_name_or_path"] = spec.hub_id
+        write_json(tmp / "adapter_config.json", config)
+        published = []
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            os.replace(tmp / name, out_dir / name)
+            published.append(out_dir / name)
+        return published
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- the run ----------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What a finished training run produced."""
+    config: FinetuneConfig
+    backend: str
+    backend_reason: str
+    stats: dict[str, Any]
+    loss: list[dict[str, Any]]
+    files: dict[str, Path]
+    started: float
+    inputs: list[Path] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [self.files[k] for k in ("adapter_config", "adapter_model", "trainer_stats", "loss_csv", "loss_png")]
+
+
+def _device() -> str:
+    import torch
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
+def _tokens_at(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    return int(read_json(checkpoint / "trainer_state.json").get("num_input_tokens_seen", 0))
+
+
+def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = True) -> TrainResult:
+    """Fine-tune one model: tokenize step 3's rows, train LoRA with checkpoints (resuming from the
+    last complete one when cfg.resume), then publish adapter, stats, loss CSV/PNG atomically."""
+    from . import models
+
+    started = time.time()
+    spec = models.get_spec(cfg.model)
+    backend, reason = choose_backend(cfg.backend, spec)   # imports unsloth first on its path
+    import torch
+    import transformers
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    files = output_files(cfg.run, cfg.model)
+    out_dir, ckpt_dir = paths.model_dir(cfg.run, cfg.model), files["checkpoints"]
+    device = _device()
+    transformers.set_seed(cfg.seed)
+
+    train_rows, val_rows = load_training_rows(cfg.run, cfg.model)
+    if backend == "unsloth":
+        model, tokenizer = build_unsloth(spec, cfg)
+    else:
+        model, tokenizer = build_hf(spec, cfg, device)
+    where = paths.rel(paths.formatted_dir(cfg.run, cfg.model))
+    train_tok = tokenize_rows(tokenizer, spec, train_rows, cfg.max_length, f"{where}/train.jsonl")
+    val_tok = tokenize_rows(tokenizer, spec, val_rows, cfg.max_length, f"{where}/val.jsonl")
+
+    resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        log.warning("resume=True but no complete checkpoint under %s; training from the start",
+                    paths.rel(ckpt_dir))
+    if resume_from is None and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)                  # checkpoints of an earlier, different run
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    args = sft_config(cfg, ckpt_dir, bool(val_tok), device, resuming=resume_from is not None,
+                      unsloth=backend == "unsloth")
+    args.disable_tqdm = not progress
+    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(train_tok),
+                         eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
+                         callbacks=list(callbacks))
+    supervision = check_labels(trainer, train_tok)
+
+    on_cuda = device.startswith("cuda")
+    sampler = memory.RssSampler()
+    mem_start = memory.cuda_reset_peak() if on_cuda else None
+    with sampler:
+        t0 = time.time()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        runtime = time.time() - t0
+    mem = memory.cuda_peak(mem_start) if on_cuda else memory.cpu_figures(sampler)
+    mem["peak_rss_process_gb"] = round(max(memory.peak_rss_bytes(), sampler.peak_bytes) / memory.GB, 3)
+
+    state = trainer.state
+    last_eval = max((e["step"] for e in state.log_history if "eval_loss" in e), default=None)
+    if val_tok and last_eval != state.global_step:
+        trainer.evaluate()                       # the final val loss, logged at the last step
+    rows = loss_rows(state.log_history)
+    start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    steps_now = state.global_step - start_step
+    examples_now = (examples_after(state.global_step, len(train_tok), cfg.batch_size, cfg.grad_accum)
+                    - examples_after(start_step, len(train_tok), cfg.batch_size, cfg.grad_accum))
+    tokens_now = int(state.num_input_tokens_seen) - _tokens_at(resume_from)
+    train_losses = [r["train_loss"] for r in rows if r["train_loss"] is not None]
+    val_losses = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    stats = {
+        "model": cfg.model, "run": cfg.run, "backend": backend, "backend_reason": reason,
+        "device": mem.get("gpu_name", "cpu") if on_cuda else "cpu",
+        "world_size": world, "torch_threads": torch.get_num_threads(),
+        "base_model": spec.unsloth_id if backend == "unsloth" else spec.hub_id,
+        "quantization": "bnb-4bit" if backend == "unsloth" else str(train_dtype(device)).replace("torch.", ""),
+        "n_train": len(train_tok), "n_val": len(val_tok),
+        "steps": int(state.global_step), "max_steps": int(state.max_steps),
+        "epochs": round(float(state.epoch or 0), 4),
+        "resumed_from_step": start_step if resume_from else None,
+        "steps_this_session": steps_now,
+        "train_runtime_s": round(runtime, 2),
+        "examples_this_session": examples_now * world,
+        "tokens_this_session": tokens_now,
+        "examples_per_s": round(examples_now * world / runtime, 4) if runtime > 0 else None,
+        "tokens_per_s": round(tokens_now / runtime, 2) if runtime > 0 else None,
+        "s_per_step": round(runtime / steps_now, 4) if steps_now else None,
+        "mean_tokens_per_example": round(sum(len(r["input_ids"]) for r in train_tok) / len(train_tok), 1),
+        **supervision,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "mean_train_loss": round(sum(train_losses) / len(train_losses), 6) if train_losses else None,
+        "base_val_loss": val_losses[0][1] if val_losses and val_losses[0][0] == 0 else None,
+        "final_val_loss": val_losses[-1][1] if val_losses else None,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "memory": mem,
+        "hf_metrics": {k: v for k, v in (state.log_history[-1] if state.log_history else {}).items()
+                       if isinstance(v, (int, float))},
+        "config": cfg.to_params(),
+    }
+    if trainer.is_world_process_zero():
+        publish_adapter(trainer.model, out_dir, spec)
+        write_json(files["trainer_stats"], stats)
+        write_loss_csv(rows, files["loss_csv"])
+        plot_loss(rows, files["loss_png"], title=f"{cfg.model} · {backend} · run {cfg.run}")
+    return TrainResult(cfg, backend, reason, stats, rows, files, started,
+                       inputs=training_inputs(cfg.run, cfg.model))
+
+
+def write_step_manifest(result: TrainResult, params: dict[str, Any] | None = None) -> Path:
+    """The step's manifest beside the adapter: parameters, inputs, outputs, backend and figures."""
+    from .manifest import write_manifest
+
+    cfg = result.config
+    target = paths.step_manifest(STEP, cfg.run, cfg.model)
+    keep = ("backend", "device", "steps", "examples_per_s", "tokens_per_s", "final_train_loss",
+            "final_val_loss", "base_val_loss", "train_runtime_s")
+    return write_manifest(target.parent, STEP, params if params is not None else cfg.to_params(),
+                          inputs=result.inputs, outputs=result.outputs, started=result.started,
+                          name=target.name, extra={k: result.stats.get(k) for k in keep})
+
+
+def stats_table(stats: dict[str, Any]) -> "Any":
+    """A two-column pandas table of the headline figures of trainer_stats.json."""
+    import pandas as pd
+
+    mem = stats.get("memory", {})
+    rows = [("backend", stats["backend"]), ("device", stats["device"]),
+            ("train / val rows", f"{stats['n_train']} / {stats['n_val']}"),
+            ("steps (epochs)", f"{stats['steps']} ({stats['epochs']})"),
+            ("runtime s", stats["train_runtime_s"]), ("examples/s", stats["examples_per_s"]),
+            ("tokens/s", stats["tokens_per_s"]), ("s/step", stats["s_per_step"]),
+            ("base val loss", stats["base_val_loss"]), ("final val loss", stats["final_val_loss"]),
+            ("final train loss", stats["final_train_loss"]),
+            ("trainable params", stats["trainable_params"])]
+    if mem.get("device") == "cuda":
+        rows += [("peak GPU allocated GB", mem["peak_allocated_gb"]),
+                 ("peak GPU reserved GB", mem["peak_reserved_gb"])]
+    else:
+        rows += [("peak RSS (training) GB", mem.get("peak_rss_train_gb"))]
+    return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
+
+
+# ---- command line (and `accelerate launch -m helpers.finetune`) -------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train one model of a profile from the command line; `--set key=value` overrides the profile."""
+    from .config import load_profile, step_params
+
+    ap = argparse.ArgumentParser(prog="python -m helpers.finetune", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--backend", choices=BACKENDS)
+    ap.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    params = step_params(load_profile(args.profile), STEP, args.model)
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value
+    if args.backend:
+        params["backend"] = args.backend
+    if args.resume:
+        params["resume"] = True
+    cfg = FinetuneConfig.from_params(params)
+    result = train(cfg)
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_step_manifest(result, cfg.to_params())
+        print(json.dumps({k: result.stats[k] for k in ("backend", "device", "steps", "examples_per_s",
+                                                       "tokens_per_s", "final_train_loss", "final_val_loss")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
