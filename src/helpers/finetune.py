@@ -628,12 +628,13 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     rows = loss_rows(state.log_history)
     start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
     steps_now = state.global_step - start_step
-    examples_now = (examples_after(state.global_step, len(train_tok), cfg.batch_size, cfg.grad_accum)
-                    - examples_after(start_step, len(train_tok), cfg.batch_size, cfg.grad_accum))
+    world = int(os.environ.get("WORLD_SIZE", 1))     # data-parallel processes (accelerate launch)
+    global_batch = cfg.batch_size * world
+    examples_now = (examples_after(state.global_step, len(train_tok), global_batch, cfg.grad_accum)
+                    - examples_after(start_step, len(train_tok), global_batch, cfg.grad_accum))
     tokens_now = int(state.num_input_tokens_seen) - _tokens_at(resume_from)
     train_losses = [r["train_loss"] for r in rows if r["train_loss"] is not None]
     val_losses = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    world = int(os.environ.get("WORLD_SIZE", 1))
     stats = {
         "model": cfg.model, "run": cfg.run, "backend": backend, "backend_reason": reason,
         "device": mem.get("gpu_name", "cpu") if on_cuda else "cpu",
@@ -646,9 +647,9 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
         "resumed_from_step": start_step if resume_from else None,
         "steps_this_session": steps_now,
         "train_runtime_s": round(runtime, 2),
-        "examples_this_session": examples_now * world,
+        "examples_this_session": examples_now,
         "tokens_this_session": tokens_now,
-        "examples_per_s": round(examples_now * world / runtime, 4) if runtime > 0 else None,
+        "examples_per_s": round(examples_now / runtime, 4) if runtime > 0 else None,
         "tokens_per_s": round(tokens_now / runtime, 2) if runtime > 0 else None,
         "s_per_step": round(runtime / steps_now, 4) if steps_now else None,
         "mean_tokens_per_example": round(sum(len(r["input_ids"]) for r in train_tok) / len(train_tok), 1),
@@ -660,8 +661,8 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "memory": mem,
-        "hf_metrics": {k: v for k, v in (state.log_history[-1] if state.log_history else {}).items()
-                       if isinstance(v, (int, float))},
+        "hf_metrics": next(({k: v for k, v in e.items() if isinstance(v, (int, float))}
+                            for e in reversed(state.log_history) if "train_runtime" in e), {}),
         "config": cfg.to_params(),
     }
     if trainer.is_world_process_zero():
