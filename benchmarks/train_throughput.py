@@ -107,6 +107,8 @@ def run_backend(backend: str, cfg: finetune.FinetuneConfig, n_rows: int) -> dict
         args.disable_tqdm = True
         trainer = SFTTrainer(model=model, args=args, processing_class=tok,
                              train_dataset=Dataset.from_list(rows), callbacks=[timer])
+        from transformers.trainer_callback import PrinterCallback
+        trainer.remove_callback(PrinterCallback)     # the table is the output
         finetune.check_labels(trainer, rows)
         sampler = memory.RssSampler()
         start = memory.cuda_reset_peak() if device.startswith("cuda") else None

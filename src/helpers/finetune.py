@@ -609,6 +609,9 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
                          train_dataset=Dataset.from_list(train_tok),
                          eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
                          callbacks=list(callbacks))
+    if not progress:                              # no per-step log lines either
+        from transformers.trainer_callback import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
     supervision = check_labels(trainer, train_tok)
 
     on_cuda = device.startswith("cuda")
