@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 INSTRUCTION = (
-    "Extract the drugs and adverse events from the adverse-event report below. "
-    "Answer with JSON only: {\"drugs\": [...], \"adverse_events\": [...]}. "
-    "List every medicine the reporter says was taken, written as in the report. "
-    "List every reaction the reporter experienced on a drug, copied word for word from the report. "
-    "Do not list symptoms the reporter says they do not have, or the illness being treated. "
-    "Use an empty list when there is none; never invent a drug."
+    "Extract the drugs taken and the adverse events from this report as JSON "
+    "{\"drugs\": [...], \"adverse_events\": [...]}. Copy the report's own words. "
+    "Skip symptoms the reporter denies and the illness being treated. "
+    "Use [] when there is none; never invent a drug."
 )
 
 
