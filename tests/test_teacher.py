@@ -163,20 +163,18 @@ def test_llm_generator_builds_all_splits(server, tmp_path):
     assert "## Teacher" in card and "grounding_rate" in card
 
 
-def test_locate_exact_case_fuzzy_and_none():
+def test_ground_item_keeps_located_labels_as_spans_and_drops_the_rest():
     text = "Since Lipitor I get Headaches, muscle pain in my legs and a headache-like pressure."
-    assert T.locate(text, "Lipitor").method == "exact"
-    loc = T.locate(text, "headaches")
-    assert (loc.method, text[loc.start:loc.end]) == ("case", "Headaches")
-    loc = T.locate(text, "muscle pains")
-    assert (loc.method, text[loc.start:loc.end]) == ("fuzzy", "muscle pain")
-    loc = T.locate(text, "headache")                 # exact beats a case-insensitive hit
-    assert loc.method == "exact" and text[loc.start:loc.end + 5] == "headache-like"
-    loc = T.locate(text, "HEADACHES")
-    assert (loc.method, loc.start) == ("case", text.index("Headaches"))
-    assert T.locate(text, "liver damage") is None
-    assert T.locate(text, "") is None
-    assert T.locate("I get ach", "ache") is None      # too short for fuzzy matching
+    item = {"text": text, "drugs": ["Lipitor", "Zocor"],
+            "adverse_events": ["headaches", "muscle pains", "liver damage"]}
+    rec, counts = T.ground_item(item, threshold=90)
+    assert rec["drugs"] == ["Lipitor"]
+    assert rec["adverse_events"] == ["Headaches", "muscle pain"]     # the report's own text
+    assert counts == {"labels": 5, "exact": 1, "case": 1, "fuzzy": 1, "dropped": 2}
+    for span in rec["spans"]:
+        assert text[span["start"]:span["end"]] == span["text"]
+    assert T.ground_item({"text": "I get ach", "drugs": [], "adverse_events": ["ache"]},
+                         threshold=90)[1]["dropped"] == 1
 
 
 def test_parse_reply_shapes():

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import requests
 from rapidfuzz import fuzz, process
 
-from . import paths, schemas
+from . import grounding, paths, schemas
 from .io import DataError, read_json, write_json
 from .splits import normalize_text
 
@@ -213,66 +213,23 @@ def check_item(item: Any) -> dict[str, Any] | None:
     return out
 
 
-# ---- grounding --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Located:
-    start: int
-    end: int
-    method: str       # exact | case | fuzzy
-    score: float
-
-
-def locate(text: str, label: str, threshold: float = 90.0) -> Located | None:
-    """Where a label sits in the text: exact (whole word first), then case-insensitive, then fuzzy
-    (rapidfuzz alignment widened to whole words, accepted at ratio >= threshold)."""
-    label = label.strip()
-    if not label:
-        return None
-    bounded = re.compile(r"(?<!\w)" + re.escape(label) + r"(?!\w)")
-    for pat, method in ((bounded, "exact"), (re.compile(re.escape(label)), "exact"),
-                        (re.compile(bounded.pattern, re.I), "case"),
-                        (re.compile(re.escape(label), re.I), "case")):
-        m = pat.search(text)
-        if m:
-            return Located(m.start(), m.end(), method, 100.0)
-    if len(label) < 4:
-        return None
-    low = text.lower()
-    hay = low if len(low) == len(text) else text
-    al = fuzz.partial_ratio_alignment(label.lower(), hay)
-    if al is None or al.score < threshold:
-        return None
-    s, e = al.dest_start, al.dest_end
-    while s < e and not text[s].isalnum():          # trim, then widen to whole words
-        s += 1
-    while e > s and not text[e - 1].isalnum():
-        e -= 1
-    if e <= s:
-        return None
-    while s > 0 and text[s - 1].isalnum():
-        s -= 1
-    while e < len(text) and text[e].isalnum():
-        e += 1
-    score = fuzz.ratio(label.lower(), text[s:e].lower())
-    return Located(s, e, "fuzzy", score) if score >= threshold else None
-
-
+# ---- grounding ----------------------------------------------------------------------------------
 def ground_item(item: dict[str, Any], threshold: float) -> tuple[dict[str, Any], dict[str, int]]:
-    """Replace each label by the text it was found at (with its span); drop and count the rest."""
+    """Replace each label by the text it was found at (helpers.grounding.locate: exact, case, fuzzy),
+    with its span; drop and count the rest."""
     text = item["text"]
     counts = {"labels": 0, "exact": 0, "case": 0, "fuzzy": 0, "dropped": 0}
     spans, out = [], {"drugs": [], "adverse_events": []}
     for field_name, label in (("drugs", "drug"), ("adverse_events", "adverse_event")):
         for value in item[field_name]:
             counts["labels"] += 1
-            loc = locate(text, value, threshold)
-            if loc is None:
+            hit = grounding.locate(value, text, threshold)
+            if hit["status"] == "not_found":
                 counts["dropped"] += 1
                 continue
-            counts[loc.method] += 1
-            spans.append({"label": label, "start": loc.start, "end": loc.end,
-                          "text": text[loc.start:loc.end]})
-            out[field_name].append(text[loc.start:loc.end])
+            counts[hit["status"]] += 1
+            spans.append({"label": label, "start": hit["start"], "end": hit["end"], "text": hit["text"]})
+            out[field_name].append(hit["text"])
     rec = {"text": text, "drugs": schemas.dedupe(out["drugs"]),
            "adverse_events": schemas.dedupe(out["adverse_events"]),
            "spans": sorted(spans, key=lambda s: (s["start"], s["end"]))}
