@@ -182,3 +182,18 @@ def test_ten_thousand_reports_in_well_under_a_minute():
     dt = time.perf_counter() - t
     assert len(recs) == 2000
     assert dt * 5 < 60, f"2000 reports took {dt:.1f}s, so 10,000 would take over a minute"
+
+
+def test_reports_do_not_depend_on_the_python_hash_seed():
+    """Same parameters and seed give the same reports in every process (Faker builds some of its
+    lists from sets, whose order follows PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import json; from helpers import schemas, paths, synthesize as s; "
+            "d = s.prepare_drugs(schemas.load_drug_records(paths.drugs_dir())); "
+            "print(json.dumps([r['text'] for r in s.generate_template_split(d, 40, 13, 'train')]))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2")}
+    assert len(outs) == 1

@@ -491,9 +491,17 @@ def _weighted(rng: random.Random, pairs: Sequence[tuple[Any, float]]) -> Any:
 
 @lru_cache(maxsize=None)
 def _faker(locale: str):
-    """One Faker per locale, made once (they are slow to build) and re-seeded per report."""
+    """One Faker per locale, made once (they are slow to build) and re-seeded per report.
+    Faker builds some lists from sets (it_IT's `cities`), whose order changes with Python's
+    hash seed from one process to the next; sorting them keeps the reports byte-identical."""
     from faker import Faker
-    return Faker(locale)
+    fk = Faker(locale)
+    for provider in fk.providers:
+        for attr in ("cities", "city_names"):
+            value = getattr(provider, attr, None)
+            if isinstance(value, list):
+                setattr(provider, attr, sorted(value))
+    return fk
 
 
 def _dose(form: str, rng: random.Random) -> str:
