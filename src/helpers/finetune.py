@@ -321,6 +321,7 @@ def train_dtype(device: str) -> Any:
 
 def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
     """Base model (registry loader) + PEFT LoRA with the config's r/alpha/dropout/targets."""
+    import transformers
     from peft import LoraConfig, get_peft_model
 
     from . import models
@@ -332,6 +333,9 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=resolve_target_modules(cfg, model), bias="none", task_type="CAUSAL_LM")
+    # Seed right before the LoRA init: building the model cache on first use draws random numbers
+    # (weights are initialised, then overwritten), which would otherwise change the adapter's start.
+    transformers.set_seed(cfg.seed)
     return get_peft_model(model, lora), tokenizer
 
 
