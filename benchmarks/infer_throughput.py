@@ -2,8 +2,8 @@
 
 Builds its own fixed set of short reports (seeded), loads the model once, and runs step 5's
 `helpers.infer.predict` in each decoding mode. Backends: `hf` (transformers generate, CPU or CUDA);
-`vllm` is listed only when it is importable on a CUDA machine (this study's CPU environment has
-neither, so it is reported as unavailable rather than guessed at).
+`vllm` (helpers.infer_vllm) runs when it is importable on a CUDA machine, in the modes it supports
+(off, schema); elsewhere its row says why it is unavailable rather than guessing a number.
 
     .venv/bin/python benchmarks/infer_throughput.py                       # smollm2-135m base, 8 reports
     .venv/bin/python benchmarks/infer_throughput.py --n 16 --adapter artifacts/models/cpu/smollm2-135m
@@ -11,14 +11,13 @@ neither, so it is reported as unavailable rather than guessed at).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import time
 
 import pandas as pd
 import torch
 
-from helpers import infer, models
+from helpers import infer, infer_vllm, models
 
 DRUGS = ["Lipitor", "Zoloft", "Nexium", "Ambien", "Lisinopril", "Cymbalta", "Singulair", "Metoprolol"]
 EVENTS = ["a dry cough", "muscle cramps", "blurred vision", "trouble sleeping", "a rash on my arms",
@@ -65,6 +64,28 @@ def run_hf(model_key: str, reports: list[dict], modes: list, batch_size: int, ma
     return rows
 
 
+def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: int,
+             adapter: str | None, seed: int) -> list[dict]:
+    """Throughput rows of the vLLM backend (one engine, adapter per request) for off and schema."""
+    spec = models.get_spec(model_key)
+    tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
+    source = models.plain_copy(model_key) if spec.offline else spec.hub_id
+    llm = infer_vllm.load_engine(str(source), adapter, seed)
+    rows = []
+    for mode in [m for m in modes if m != "spans"]:
+        infer_vllm.predict(llm, tok, spec, reports[:1], max_new_tokens=8, constrained=mode, adapter_path=adapter)
+        started = time.perf_counter()
+        records = infer_vllm.predict(llm, tok, spec, reports, max_new_tokens=max_new_tokens,
+                                     constrained=mode, adapter_path=adapter)
+        s = infer.summarize(records, time.perf_counter() - started)
+        rows.append({"backend": "vllm-cuda", "model": model_key + ("+lora" if adapter else ""),
+                     "constrained": mode or "off", "reports": s["reports"], "reports_per_s": s["reports_per_s"],
+                     "parse_rate": s["parse_rate"], "grounded_rate": s["grounded_rate"],
+                     "mean_new_tokens": s["mean_new_tokens"], "hit_token_cap": s["hit_token_cap"],
+                     "seconds": s["seconds"]})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -84,14 +105,12 @@ def main() -> None:
     rows = run_hf(args.model, reports, modes, args.batch_size, args.max_new_tokens, args.adapter, "cpu")
     if torch.cuda.is_available():
         rows += run_hf(args.model, reports, modes, args.batch_size, args.max_new_tokens, args.adapter, "cuda")
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    if not (has_vllm and torch.cuda.is_available()):
-        why = "vllm not installed" if not has_vllm else "no CUDA device"
+    try:
+        infer_vllm.check_available()
+        rows += run_vllm(args.model, reports, modes, args.max_new_tokens, args.adapter, args.seed)
+    except infer_vllm.VllmUnavailable as e:
         rows.append({"backend": "vllm", "model": args.model, "constrained": "-", "reports": 0,
-                     "reports_per_s": None, "note": f"unavailable: {why}"})
-    else:
-        rows.append({"backend": "vllm", "model": args.model, "constrained": "-", "reports": 0,
-                     "reports_per_s": None, "note": "installed, but the study has no vLLM backend yet"})
+                     "reports_per_s": None, "note": f"unavailable: {str(e).split(' (')[0].split(';')[0]}"})
     print(f"{args.n} fixed reports, batch {args.batch_size}, at most {args.max_new_tokens} new tokens, "
           f"torch threads {torch.get_num_threads()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(pd.DataFrame(rows).to_string(index=False))

@@ -285,3 +285,19 @@ def test_resume_after_a_kill_reaches_the_same_result(repo):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6)
+
+
+def test_progress_lines_print_every_n_steps_and_the_last():
+    """The plain progress lines that reach the ./run_all.sh terminal: every n-th step and the last,
+    with the latest logged loss and an ETA."""
+    from types import SimpleNamespace
+    lines: list[str] = []
+    cb = finetune.progress_lines(every=2, printer=lambda s, flush: lines.append(s))
+    state = SimpleNamespace(global_step=0, max_steps=5)
+    cb.on_train_begin(None, state, None)
+    for step in range(1, 6):
+        state.global_step = step
+        cb.on_log(None, state, None, logs={"loss": 1.0 / step})
+        cb.on_step_end(None, state, None)
+    assert [line.split()[2] for line in lines] == ["2/5", "4/5", "5/5"]
+    assert "loss 0.2000" in lines[-1] and "~0 s left" in lines[-1]

@@ -444,6 +444,42 @@ def interrupt_after_checkpoint(n_saves: int = 1) -> Any:
     return _Interrupt()
 
 
+def progress_lines(every: int | None = None, printer: Any = print) -> Any:
+    """A TrainerCallback printing one plain line per ~5% of the steps (step, loss, elapsed, ETA):
+    papermill forwards plain prints to the ./run_all.sh terminal; the notebook's HTML bar it does not."""
+    from transformers import TrainerCallback
+
+    class _Lines(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0: float | None = None
+            self.first_step = 0
+            self.loss: float | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.t0, self.first_step = time.time(), state.global_step
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+            return control
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            step, total = state.global_step, state.max_steps
+            n = every or max(1, total // 20)
+            if self.t0 is None or (step % n and step != total):
+                return control
+            done = step - self.first_step
+            elapsed = time.time() - self.t0
+            eta = elapsed / done * (total - step) if done else float("nan")
+            loss = f"{self.loss:.4f}" if self.loss is not None else "-"
+            printer(f"train step {step}/{total}  loss {loss}  {elapsed:.0f} s elapsed, ~{eta:.0f} s left",
+                    flush=True)
+            return control
+
+    return _Lines()
+
+
 # ---- statistics -------------------------------------------------------------------------------
 def examples_after(steps: int, n_train: int, batch_size: int, grad_accum: int) -> int:
     """Training examples consumed after `steps` optimizer steps (the Trainer's epoch layout:
@@ -612,7 +648,7 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(train_tok),
                          eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
-                         callbacks=list(callbacks))
+                         callbacks=list(callbacks) + ([progress_lines()] if progress else []))
     if not progress:                              # no per-step log lines either
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)

@@ -172,7 +172,8 @@ RELATIVES = (("mother", "she", "her"), ("father", "he", "his"), ("husband", "he"
 
 # report mix (documented in the dataset card)
 P_NO_AE = 0.2            # product question or complaint, empty adverse-event list
-P_UNNAMED = 0.12         # adverse-event report that names no drug
+P_UNNAMED = 0.2          # adverse-event report that names no drug ("these pills", "the injection")
+P_UNNAMED_NO_AE = 0.1    # product question or complaint that names no drug
 P_SECOND_SUSPECT = 0.12  # a second drug with its own adverse events
 P_NEGATION = 0.4
 P_DISEASE = 0.6
@@ -580,7 +581,7 @@ class TemplateGenerator:
         else:
             style = rng.choice(SELF_STYLES)
         has_ae = rng.random() >= P_NO_AE
-        named = rng.random() >= (P_UNNAMED if has_ae else 0.04)
+        named = rng.random() >= (P_UNNAMED if has_ae else P_UNNAMED_NO_AE)
         n_sus = 2 if (has_ae and named and len(self.drugs) > 1 and rng.random() < P_SECOND_SUSPECT) else 1
         n_com = _weighted(rng, N_COMED_WEIGHTS) if named else 0
         picked: list[Drug] = []
