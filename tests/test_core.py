@@ -56,6 +56,39 @@ def test_manifest_detects_changed_inputs_params_and_missing_outputs(repo):
     assert manifest.stale_reason(repo / "nowhere", params).startswith("no manifest")
 
 
+def test_manifest_goes_stale_when_the_code_that_made_it_changes(repo, monkeypatch):
+    """The step's notebook code and the helper modules it imports (transitively) are fingerprinted;
+    editing one makes the step stale, editing an unrelated module or a notebook's outputs does not."""
+    helpers = repo / "fake_helpers"
+    helpers.mkdir()
+    (helpers / "gen.py").write_text("from .util import f\nfrom . import (\n    words,\n)\n")
+    (helpers / "util.py").write_text("def f(): return 1\n")
+    (helpers / "words.py").write_text("W = ['a']\n")
+    (helpers / "unrelated.py").write_text("X = 1\n")
+    monkeypatch.setattr(manifest, "_HELPERS", helpers)
+    nb = {"cells": [{"cell_type": "code", "source": ["%matplotlib inline\n", "from helpers import gen\n"],
+                     "outputs": []}]}
+    (repo / "notebooks").mkdir()
+    (repo / "notebooks" / "02_synthesize.ipynb").write_text(json.dumps(nb))
+    assert list(manifest.code_fingerprint("02_synthesize")) == [
+        "helpers/gen.py", "helpers/util.py", "helpers/words.py", "notebooks/02_synthesize.ipynb"]
+
+    out = repo / "out" / "o.txt"
+    io.write_text(out, "y")
+    manifest.write_manifest(out.parent, "02_synthesize", {"seed": 1}, [], [out])
+    assert manifest.stale_reason(out.parent) is None
+    (helpers / "unrelated.py").write_text("X = 2\n")
+    nb["cells"][0]["outputs"] = [{"output_type": "stream", "text": "new output"}]
+    (repo / "notebooks" / "02_synthesize.ipynb").write_text(json.dumps(nb))
+    assert manifest.stale_reason(out.parent) is None
+    (helpers / "words.py").write_text("W = ['a', 'b']\n")
+    assert manifest.stale_reason(out.parent) == "code changed: helpers/words.py"
+    manifest.write_manifest(out.parent, "02_synthesize", {"seed": 1}, [], [out])
+    nb["cells"][0]["source"].append("gen.run(n=2)\n")
+    (repo / "notebooks" / "02_synthesize.ipynb").write_text(json.dumps(nb))
+    assert manifest.stale_reason(out.parent) == "code changed: notebooks/02_synthesize.ipynb"
+
+
 def test_step_params_apply_section_and_model_overrides(repo):
     (repo / "configs" / "p.yaml").write_text(
         "run: p\nseed: 7\nmodels: [a, b]\nfinetune: {lora_r: 8, batch_size: 4}\n"
