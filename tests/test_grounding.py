@@ -81,6 +81,13 @@ def test_snap_uses_the_reports_own_text_and_dedupes():
     assert snap_record(None, []) is None
 
 
+def test_snap_drops_a_drug_that_is_also_listed_as_an_event():
+    text = "These pills gave me muscle cramps. Lipitor is fine."
+    parsed = {"drugs": ["Muscle cramps", "Lipitor"], "adverse_events": ["muscle cramps"]}
+    snapped = snap_record(parsed, ground_prediction(parsed, text))
+    assert snapped == {"drugs": ["Lipitor"], "adverse_events": ["muscle cramps"]}
+
+
 def test_highlight_marks_each_grounded_span_and_escapes_html():
     text = "Took <Zoloft> & got rash"
     g = ground_prediction({"drugs": ["Zoloft"], "adverse_events": ["rash", "fever"]}, text)

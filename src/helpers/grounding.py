@@ -108,7 +108,9 @@ def ground_prediction(parsed: dict[str, list[str]] | None, text: str,
 
 def snap_record(parsed: dict[str, list[str]] | None,
                 grounding: list[dict[str, Any]]) -> dict[str, list[str]] | None:
-    """The record with each case/fuzzy match replaced by the report's own text (then deduplicated)."""
+    """The record with each case/fuzzy match replaced by the report's own text (then deduplicated),
+    and without drugs that the model also listed as adverse events (a span is one or the other;
+    small models copy an event into both lists when a report names no drug, STUDY.md section 8)."""
     if parsed is None:
         return None
     by_key = {(g["field"], g["predicted"]): g for g in grounding}
@@ -119,6 +121,8 @@ def snap_record(parsed: dict[str, list[str]] | None,
             g = by_key.get((field, predicted))
             items.append(g["matched_text"] if g and g["status"] in ("case", "fuzzy") else predicted)
         out[field] = dedupe(items)
+    events = {e.casefold() for e in out["adverse_events"]}
+    out["drugs"] = [d for d in out["drugs"] if d.casefold() not in events]
     return out
 
 
