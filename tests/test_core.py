@@ -144,7 +144,7 @@ def test_seed01_round_trip_is_lossless_where_schemas_overlap(tmp_path):
     assert back["input"] == seed[0]["input"]
     assert json.loads(back["output"]) == json.loads(seed[0]["output"])
     f.write_text(json.dumps([{"input": "x", "output": "{not json"}]))
-    with pytest.raises(io.DataError, match=r"seed\.json\[0\]: 'output' is not valid JSON"):
+    with pytest.raises(io.DataError, match=r"seed\.json:1: 'output' is not valid JSON"):
         schemas.load_reports(f)
 
 

@@ -26,8 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, read_jsonl, write_jsonl
-from .schemas import dedupe, validate_report
+from .io import DataError, read_jsonl, read_text_file, write_jsonl
+from .schemas import dedupe, load_reports_located, validate_report
 
 CADEC_LABELS = {"ADR": "adverse_event", "Drug": "drug"}
 
@@ -43,9 +43,9 @@ KINDS = ("cadec", "ade")
 
 
 def _read_raw(path: Path) -> str:
-    """A file's text with line endings kept as they are, so character offsets stay right."""
-    with path.open(encoding="utf-8", newline="") as fh:
-        return fh.read()
+    """A file's text with line endings kept as they are, so character offsets stay right; not
+    UTF-8 (or binary, compressed) raises DataError naming file and line; a BOM is dropped."""
+    return read_text_file(path)
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -111,7 +111,7 @@ def load_cadec_document(txt: Path, ann: Path, strict: bool = False) -> dict[str,
     it is skipped with a CorpusWarning, or raises with `strict`."""
     text = _read_raw(txt)
     if not text.strip():
-        raise DataError(f"{txt}: empty post")
+        raise DataError(f"{txt}:1: empty post")
     labels = []
     for n, line in enumerate(_read_raw(ann).splitlines(), 1):
         try:
@@ -260,6 +260,62 @@ def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str, strict: bo
     return len(reports)
 
 
+# ---- user test files (`--test-file`) ---------------------------------------------------------------
+RESERVED_SPLITS = ("train", "val", "test", "test_unseen", "handwritten")
+USER_PREFIX = "user-"
+
+
+def test_file_kind(path: Path) -> str:
+    """What a `--test-file` is: 'cadec' (a folder), 'ade' (a .rel file) or 'reports' (.jsonl/.json)."""
+    if path.is_dir():
+        return "cadec"
+    if path.suffix == ".rel":
+        return "ade"
+    if path.suffix in (".jsonl", ".json"):
+        return "reports"
+    raise DataError(f"{path}: expected a .jsonl or .json file of reports, a CADEC folder or an "
+                    f"ADE DRUG-AE.rel file (got a {path.suffix or 'suffix-less'} file)")
+
+
+def split_name(path: Path | str) -> str:
+    """The split name a user test file is scored under: `user-<name>`, which can never be one of
+    the synthetic splits (train, val, test, test_unseen) or `handwritten`."""
+    path = Path(path)
+    name = path.name if path.is_dir() else (path.parent.name or path.stem) if path.suffix == ".rel" \
+        else path.stem
+    name = re.sub(r"[^\w.-]+", "_", name).strip("._") or "file"
+    return name if name.startswith(USER_PREFIX) else f"{USER_PREFIX}{name}"
+
+
+def _check_ids(reports: list[dict[str, Any]], where: list[str]) -> None:
+    """Ids are what predictions are joined on: a repeated id is an error naming both places."""
+    seen: dict[str, str] = {}
+    for rec, w in zip(reports, where):
+        key = str(rec["id"])
+        if key in seen:
+            raise DataError(f"{w}: id {key!r} repeats the report at {seen[key]}")
+        seen[key] = w
+
+
+def load_test_file(path: Path | str, strict: bool = False) -> list[dict[str, Any]]:
+    """Every report of a user test file (canonical JSONL, seed-01 JSON/JSONL, a CADEC folder or an
+    ADE DRUG-AE.rel), validated; anything wrong raises one DataError `file:line: what is wrong`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    kind = test_file_kind(path)
+    if kind == "reports":
+        located = load_reports_located(path)
+        where, reports = [w for w, _ in located], [r for _, r in located]
+    else:
+        reports = load_corpus(kind, path, strict)
+        where = [f"{path} ({r['id']})" for r in reports]
+    if not reports:
+        raise DataError(f"{path}:1: no reports in the file (it is empty)")
+    _check_ids(reports, where)
+    return reports
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m helpers.corpora KIND SRC OUT.jsonl`."""
     ap = argparse.ArgumentParser(prog="python -m helpers.corpora",
@@ -272,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         n = convert_corpus(args.kind, args.src, args.out, args.strict)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     reports = read_jsonl(args.out)

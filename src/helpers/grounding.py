@@ -19,6 +19,7 @@ from rapidfuzz import fuzz, process
 from .schemas import FIELDS, dedupe
 
 DEFAULT_FUZZY_THRESHOLD = 85.0
+LONG_TEXT_CHARS = 8_000     # above this, the fuzzy search looks only near the best alignment
 STATUSES = ("exact", "case", "fuzzy", "not_found")
 _WORD = re.compile(r"\w+(?:['’-]\w+)*")
 
@@ -81,9 +82,20 @@ def _hit(start: int, end: int, text: str, status: str, score: float) -> dict[str
     return {"text": text[start:end], "start": start, "end": end, "status": status, "score": round(score, 1)}
 
 
+def _region(needle: str, text: str) -> tuple[int, int]:
+    """The part of a long report worth a word-window search: around the needle's best partial
+    alignment (rapidfuzz, linear in the text), so a 1 MB report costs milliseconds, not seconds."""
+    if len(text) <= LONG_TEXT_CHARS:
+        return 0, len(text)
+    al = fuzz.partial_ratio_alignment(" ".join(needle.lower().split()), text.lower())
+    margin = len(needle) + 64
+    return max(0, al.dest_start - margin), min(len(text), al.dest_end + margin)
+
+
 def _best_window(needle: str, text: str) -> tuple[int, int, float] | None:
     """The run of whole words most similar to the needle (rapidfuzz ratio, case/space-insensitive)."""
-    windows = _windows(text, max(1, len(_WORD.findall(needle))))
+    lo, hi = _region(needle, text)
+    windows = [(s + lo, e + lo) for s, e in _windows(text[lo:hi], max(1, len(_WORD.findall(needle))))]
     if not windows:
         return None
     choices = [" ".join(text[s:e].lower().split()) for s, e in windows]

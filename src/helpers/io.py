@@ -5,9 +5,16 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+TMP_SUFFIX = ".tmp"
+STALE_TMP_AGE_S = 6 * 3600.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DataError(ValueError):
@@ -19,7 +26,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -34,11 +41,87 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; it replaces the folder `path` as one unit only if
+    the block succeeds (the old folder is kept until the new one is in place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    old = path.parent / f".{path.name}.{tmp.name.rsplit('.', 2)[-2]}.old{TMP_SUFFIX}"
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)
+            raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def sweep_stale_tmp(folders: Iterable[Path | str], older_than_s: float = STALE_TMP_AGE_S) -> list[Path]:
+    """Remove temp files and folders that interrupted atomic writes left behind (`.NAME.*.tmp`,
+    untouched for `older_than_s`); a write in progress is younger, so it is left alone."""
+    removed, cutoff = [], time.time() - older_than_s
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            continue
+        for p in folder.rglob(f".*{TMP_SUFFIX}"):
+            try:
+                if p.lstat().st_mtime > cutoff:
+                    continue
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(p)
+    return removed
+
+
 def write_text(path: Path | str, text: str) -> Path:
     """Write text atomically, so a crash never leaves a half-written file."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(scrub_surrogates(text), encoding="utf-8")
     return Path(path)
+
+
+def write_text_if_changed(path: Path | str, text: str) -> bool:
+    """Write text atomically unless the file already holds exactly it (keeps its mtime); True if
+    written."""
+    path = Path(path)
+    if path.is_file() and path.read_bytes() == text.encode("utf-8"):
+        return False
+    write_text(path, text)
+    return True
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int = 110, **kwargs: Any) -> Path:
+    """Save a matplotlib figure as PNG atomically (never a half-written image)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **kwargs)
+    return Path(path)
+
+
+def scrub_surrogates(text: str) -> str:
+    """Replace lone UTF-16 surrogates (from a JSON escape like "\\ud83d") by U+FFFD, so the
+    text can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def write_json(path: Path | str, obj: Any) -> Path:
@@ -52,34 +135,101 @@ def write_jsonl(path: Path | str, records: Iterable[dict]) -> Path:
     return write_text(path, "".join(line + "\n" for line in lines))
 
 
-def read_json(path: Path | str) -> Any:
-    """Read a JSON file; a syntax error names the file and position."""
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """Bytes of a text file as str: UTF-8 (a byte-order mark is dropped; UTF-16 with a BOM is
+    read too); compressed, binary or other-encoded data raises DataError naming file and line."""
+    if data[:2] == b"\x1f\x8b":
+        raise DataError(f"{where}:1: gzip-compressed data; decompress it first (gunzip)")
+    if data[:4] == b"PK\x03\x04":
+        raise DataError(f"{where}:1: a zip archive; extract it first")
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(codec)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not valid {codec.upper()} after its byte-order mark "
+                                f"(byte {e.start + len(bom)})") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{where}:{line}: binary data (a NUL byte); expected UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{where}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}; latin-1 or "
+                        "cp1252?); save the file as UTF-8") from None
+
+
+def read_text_file(path: Path | str) -> str:
+    """A text file decoded by `decode_text` (line endings kept as they are, so offsets stay right)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a file")
+    return decode_text(path.read_bytes(), str(path))
+
+
+def loads_at(text: str, where: str) -> Any:
+    """json.loads whose errors (syntax, nesting too deep) raise DataError naming `where`."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply") from None
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file; a syntax error names the file and position."""
+    path = Path(path)
+    text = read_text_file(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply") from None
+
+
+def read_jsonl_numbered(path: Path | str) -> list[tuple[int, dict]]:
+    """JSON lines with their file line numbers (blank lines skipped); a bad line raises DataError
+    naming the file and line number."""
+    path = Path(path)
+    out = []
+    for n, line in enumerate(read_text_file(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        obj = loads_at(line, f"{path}:{n}")
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+        out.append((n, obj))
+    return out
 
 
 def read_jsonl(path: Path | str) -> list[dict]:
     """Read JSON lines; a bad line raises DataError naming the file and line number."""
+    return [obj for _, obj in read_jsonl_numbered(path)]
+
+
+def read_json_list_numbered(path: Path | str) -> list[tuple[int, Any]]:
+    """The items of a file holding one JSON list, each with the file line it starts on."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            out.append(obj)
+    text = read_text_file(path)
+    data = read_json(path) if text.strip() else None  # syntax and nesting errors, named
+    if not isinstance(data, list):
+        what = "an empty file" if data is None else f"a JSON {type(data).__name__}"
+        raise DataError(f"{path}:1: expected a JSON list of records, got {what}")
+    dec, pos, out = json.JSONDecoder(), text.index("[") + 1, []
+    for item in data:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        out.append((text.count("\n", 0, pos) + 1, item))
+        pos = dec.raw_decode(text, pos)[1]
     return out
 
 

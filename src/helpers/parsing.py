@@ -20,6 +20,7 @@ import re
 import warnings
 from typing import Any
 
+from .io import scrub_surrogates
 from .schemas import FIELDS, dedupe
 
 PARSED_STATUSES = ("ok", "seed01", "repaired", "truncated")
@@ -32,6 +33,8 @@ KEY_ALIASES = {
     "adverse_events": ("adverse_events", "adverse_event", "adverse_reactions", "side_effects", "events"),
 }
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
+SCAN_BUDGET = 2_000_000  # characters scanned over all `{` starts (bounds the time of brace soup)
+MAX_DEPTH = 64          # the record nests 2 deep; deeper brackets are not our record
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 
 
@@ -178,16 +181,50 @@ def _candidates(raw: str) -> list[tuple[str, bool, bool]]:
         inner = m.group(1).strip()
         if inner:
             out.append((inner, True, True))
+    budget = SCAN_BUDGET
     for m in re.finditer(r"\{", raw):
+        if budget <= 0:
+            break
         chunk, closed = _balanced_object(raw, m.start())
+        budget -= len(chunk)
         out.append((chunk, True, closed))
     return out
+
+
+def _too_deep(text: str) -> bool:
+    """Brackets nested deeper than MAX_DEPTH (outside strings are not told apart: a cheap bound)."""
+    depth = 0
+    for ch in text:
+        if ch in "{[":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "}]":
+            depth = max(0, depth - 1)
+    return False
+
+
+def _clean(record: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Lone surrogates (an escaped "\\ud83d" in the output) become U+FFFD, so the record can
+    be written as UTF-8."""
+    return {k: [scrub_surrogates(x) for x in v] for k, v in record.items()}
 
 
 def parse_output(raw: Any) -> tuple[dict[str, list[str]] | None, str]:
     """Read a model's output as the canonical record, tolerating the usual damage; never raises."""
     if not isinstance(raw, str) or "{" not in raw:
         return None, "no_json"
+    if _too_deep(raw):
+        return None, "invalid_json"
+    try:
+        parsed, status = _parse(raw)
+    except (RecursionError, MemoryError, ValueError, TypeError):
+        return None, "invalid_json"
+    return (_clean(parsed) if parsed is not None else None), status
+
+
+def _parse(raw: str) -> tuple[dict[str, list[str]] | None, str]:
+    """parse_output's search over the candidate chunks (may raise on pathological input)."""
     schema_problem = False
     truncated: list[str] = []
     for chunk, extracted, closed in _candidates(raw):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config, paths
+from .io import sweep_stale_tmp
 from .manifest import stale_reason
 
 NOTEBOOKS = {
@@ -115,9 +116,12 @@ def _execute(task: Task, run: str) -> float:
 def run(profile_name: str, models: list[str] | None = None, start: str | None = None,
         force: bool = False, test_file: str | None = None, dry_run: bool = False) -> int:
     """Execute the plan; return 0 on success. Prints progress, the metrics table and locations."""
+    test_file = _prepare_test_file(test_file) if test_file else None
     profile = config.load_profile(profile_name)
     models = models or list(profile["models"])
-    test_file = _prepare_test_file(test_file) if test_file else None
+    if not dry_run:
+        for p in sweep_stale_tmp([paths.data_dir(), paths.artifacts_dir()]):
+            print(f"removed a temp file an interrupted write left: {paths.rel(p)}", flush=True)
     tasks = plan(profile, models, test_file)
     first = ORDER.index(resolve_step(start)) if start else 0
     runname = profile["run"]
@@ -152,19 +156,24 @@ def run(profile_name: str, models: list[str] | None = None, start: str | None = 
 
 
 def _prepare_test_file(test_file: str) -> str:
-    """A test file as the notebooks take it: canonical JSONL / seed-01 JSON as is; a CADEC folder
-    or an ADE `DRUG-AE.rel` file is converted to canonical JSONL under data/external/ first."""
-    path = Path(test_file).resolve()
-    if not path.exists():
-        raise SystemExit(f"--test-file {test_file}: no such file or folder")
-    kind = "cadec" if path.is_dir() else "ade" if path.suffix == ".rel" else None
-    if kind is None:
-        return paths.rel(path)
-    from .corpora import convert_corpus
-    name = path.name if path.is_dir() else path.parent.name or path.stem
-    out = paths.data_dir() / "external" / f"{name}.jsonl"
-    n = convert_corpus(kind, path, out)
-    print(f"converted {kind} corpus {paths.rel(path)} -> {paths.rel(out)} ({n} reports)")
+    """Check a user test file in seconds, before any step runs, and give it a split name of its
+    own: every format (canonical JSONL, seed-01 JSON, a CADEC folder, an ADE `DRUG-AE.rel`) is
+    validated and written as canonical JSONL to data/external/user-<name>.jsonl, which the
+    notebooks read. Bad input exits with one line `file:line: what is wrong`."""
+    import json
+
+    from .corpora import load_test_file, split_name
+    from .io import DataError, write_text_if_changed
+    try:
+        reports = load_test_file(Path(test_file))
+    except (DataError, OSError) as e:
+        raise SystemExit(f"error: --test-file {' '.join(str(e).split())}") from None
+    out = paths.data_dir() / "external" / f"{split_name(test_file)}.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in reports)
+    if out.resolve() != Path(test_file).resolve():  # never rewrite the user's own file
+        write_text_if_changed(out, text)
+    print(f"test file {test_file}: {len(reports)} reports, scored as split "
+          f"{out.stem!r} ({paths.rel(out)})", flush=True)
     return paths.rel(out)
 
 

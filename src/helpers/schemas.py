@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .io import DataError, read_json, read_jsonl
+from .io import DataError, read_json, read_json_list_numbered, read_jsonl_numbered
 
 LABELS = ("drug", "adverse_event")
 FIELDS = ("drugs", "adverse_events")
@@ -56,25 +56,56 @@ def load_drug_records(folder: Path | str) -> list[dict[str, Any]]:
 
 
 # ---- reports (steps 2, 3, 5) ------------------------------------------------------------------
-def validate_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any]:
-    """Check a canonical report; every span must be `text[start:end]` of its own text."""
-    for k in ("id", "text", "drugs", "adverse_events"):
-        if k not in rec:
-            raise DataError(f"{where}: missing key {k!r}")
-    if not isinstance(rec["text"], str) or not rec["text"].strip():
-        raise DataError(f"{where}: 'text' must be a non-empty string")
+MAX_REPORT_CHARS = 32_000   # a longer "report" is a wrong file, and would reach the model whole
+
+
+def _check_labels(rec: dict[str, Any], where: str) -> None:
+    """drugs / adverse_events: lists of non-blank strings."""
     for k in FIELDS:
         if not isinstance(rec[k], list) or not all(isinstance(x, str) for x in rec[k]):
-            raise DataError(f"{where}: {k!r} must be a list of strings")
-    for i, span in enumerate(rec.get("spans", [])):
+            got = rec[k] if not isinstance(rec[k], list) else \
+                next(x for x in rec[k] if not isinstance(x, str))
+            raise DataError(f"{where}: {k!r} must be a list of strings (has {type(got).__name__} "
+                            f"{str(got)[:40]!r})")
+        for i, x in enumerate(rec[k]):
+            if not x.strip():
+                raise DataError(f"{where}: {k}[{i}] is blank")
+
+
+def _check_spans(rec: dict[str, Any], where: str) -> None:
+    """Every span is an object {label, start, end, text} with `text[start:end]` of the report."""
+    spans = rec.get("spans", [])
+    if not isinstance(spans, list):
+        raise DataError(f"{where}: 'spans' must be a list of objects, got {type(spans).__name__}")
+    for i, span in enumerate(spans):
+        if not isinstance(span, dict):
+            raise DataError(f"{where}: spans[{i}] must be an object, got {type(span).__name__}")
         s, e = span.get("start"), span.get("end")
         if span.get("label") not in LABELS:
             raise DataError(f"{where}: spans[{i}] has label {span.get('label')!r}, not one of {LABELS}")
-        if not (isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(rec["text"])):
-            raise DataError(f"{where}: spans[{i}] offsets {s}..{e} are outside the text")
+        if not (type(s) is int and type(e) is int and 0 <= s < e <= len(rec["text"])):
+            raise DataError(f"{where}: spans[{i}] offsets {s!r}..{e!r} are outside the text")
         if rec["text"][s:e] != span.get("text"):
             raise DataError(f"{where}: spans[{i}] text {span.get('text')!r} != text[{s}:{e}] "
                             f"{rec['text'][s:e]!r}")
+
+
+def validate_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any]:
+    """Check a canonical report; every span must be `text[start:end]` of its own text."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    for k in ("id", "text", "drugs", "adverse_events"):
+        if k not in rec:
+            raise DataError(f"{where}: missing key {k!r}")
+    if isinstance(rec["id"], bool) or not isinstance(rec["id"], (str, int)) or not str(rec["id"]).strip():
+        raise DataError(f"{where}: 'id' must be a non-empty string, got {rec['id']!r}")
+    if not isinstance(rec["text"], str) or not rec["text"].strip():
+        raise DataError(f"{where}: 'text' must be a non-empty string")
+    if len(rec["text"]) > MAX_REPORT_CHARS:
+        raise DataError(f"{where}: 'text' has {len(rec['text'])} characters, over the "
+                        f"{MAX_REPORT_CHARS} a report may have")
+    _check_labels(rec, where)
+    _check_spans(rec, where)
     return rec
 
 
@@ -102,25 +133,56 @@ def validate_prediction(rec: dict[str, Any], where: str = "prediction") -> dict[
 
 
 # ---- seed 01 compatibility --------------------------------------------------------------------
+def _seed01_labels(out: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """(drugs, adverse_events) of a seed-01 output object; wrong types raise, never drop."""
+    if "drug_name" in out and "drugs" in out:
+        raise DataError(f"{where}: 'output' has both 'drug_name' and 'drugs'")
+    key = "drug_name" if "drug_name" in out else "drugs"
+    drug = out.get(key)
+    if drug is None or drug == "":
+        drugs: list[str] = []
+    elif isinstance(drug, str):
+        drugs = [drug]
+    elif isinstance(drug, list) and all(isinstance(x, str) for x in drug):
+        drugs = list(drug)
+    else:
+        raise DataError(f"{where}: {key!r} must be a string or a list of strings, got "
+                        f"{type(drug).__name__} {str(drug)[:40]!r}")
+    events = out.get("adverse_events")
+    events = [] if events is None else events
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        bad = events if not isinstance(events, list) else next(e for e in events if not isinstance(e, str))
+        raise DataError(f"{where}: 'adverse_events' must be a list of strings (has "
+                        f"{type(bad).__name__} {str(bad)[:40]!r})")
+    for name, values in ((key, drugs), ("adverse_events", events)):
+        if any(not v.strip() for v in values):
+            raise DataError(f"{where}: {name!r} holds a blank string")
+    return drugs, list(events)
+
+
 def from_seed01(item: dict[str, Any], idx: int, where: str = "seed-01 record") -> dict[str, Any]:
     """Seed 01's {"input", "output": "{\\"drug_name\\", \\"adverse_events\\"}"} -> canonical report."""
+    if not isinstance(item, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(item).__name__}")
     if "input" not in item or "output" not in item:
         raise DataError(f"{where}: expected keys 'input' and 'output'")
+    if not isinstance(item["input"], str) or not item["input"].strip():
+        raise DataError(f"{where}: 'input' must be the report text (a non-empty string), got "
+                        f"{str(item['input'])[:40]!r}")
     out = item["output"]
     if isinstance(out, str):
         try:
             out = json.loads(out)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: 'output' is not valid JSON ({e.msg})") from e
+        except RecursionError:
+            raise DataError(f"{where}: 'output' JSON nested too deeply") from None
     if not isinstance(out, dict):
         raise DataError(f"{where}: 'output' must be a JSON object")
-    drug = out.get("drug_name")
-    events = out.get("adverse_events") or []
-    if not isinstance(events, list):
-        raise DataError(f"{where}: 'adverse_events' must be a list")
-    return {"id": str(item.get("id", f"seed01-{idx:05d}")), "text": item["input"],
-            "drugs": [drug] if isinstance(drug, str) and drug else [],
-            "adverse_events": [str(e) for e in events]}
+    drugs, events = _seed01_labels(out, where)
+    rec = {"id": str(item.get("id", f"seed01-{idx:05d}")), "text": item["input"],
+           "drugs": drugs, "adverse_events": events}
+    return validate_report(rec, where)
 
 
 def to_seed01(rec: dict[str, Any]) -> dict[str, Any]:
@@ -130,20 +192,20 @@ def to_seed01(rec: dict[str, Any]) -> dict[str, Any]:
     return {"input": rec["text"], "output": json.dumps(out, ensure_ascii=False)}
 
 
+def load_reports_located(path: Path | str) -> list[tuple[str, dict[str, Any]]]:
+    """(`file:line`, report) for every report of a canonical JSONL file or a seed-01 JSON list
+    (or JSONL), validated; an error names the file, the line and what is wrong."""
+    path = Path(path)
+    rows = read_jsonl_numbered(path) if path.suffix == ".jsonl" else read_json_list_numbered(path)
+    first = rows[0][1] if rows else None
+    seed01 = isinstance(first, dict) and "input" in first and "text" not in first
+    check = (lambda r, i, w: from_seed01(r, i, w)) if seed01 else (lambda r, i, w: validate_report(r, w))
+    return [(f"{path}:{n}", check(r, i, f"{path}:{n}")) for i, (n, r) in enumerate(rows)]
+
+
 def load_reports(path: Path | str) -> list[dict[str, Any]]:
     """Load test or training reports from canonical JSONL or a seed-01 JSON list, validated."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        rows = read_jsonl(path)
-        if rows and "input" in rows[0] and "text" not in rows[0]:
-            return [from_seed01(r, i, f"{path}:{i + 1}") for i, r in enumerate(rows)]
-        return [validate_report(r, f"{path}:{i + 1}") for i, r in enumerate(rows)]
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records")
-    if data and isinstance(data[0], dict) and "input" in data[0]:
-        return [from_seed01(r, i, f"{path}[{i}]") for i, r in enumerate(data)]
-    return [validate_report(r, f"{path}[{i}]") for i, r in enumerate(data)]
+    return [rec for _, rec in load_reports_located(path)]
 
 
 def dedupe(items: Iterable[str]) -> list[str]:
