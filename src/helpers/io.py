@@ -15,6 +15,30 @@ from typing import Any, Iterable, Iterator
 TMP_SUFFIX = ".tmp"
 STALE_TMP_AGE_S = 6 * 3600.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# what this process read (content hash at first read) and wrote: a step's manifest records an input
+# as it was when the step read it, so an edit while the step runs leaves the step stale
+_READS: dict[str, str] = {}
+_WRITES: set[str] = set()
+
+
+def _key(path: Path | str) -> str:
+    return str(Path(path).resolve())
+
+
+def hash_when_read(path: Path | str) -> str | None:
+    """The content hash a file had when this process first read it through helpers.io, else None."""
+    return _READS.get(_key(path))
+
+
+def written_here(path: Path | str) -> bool:
+    """Whether this process wrote the file (through helpers.io)."""
+    return _key(path) in _WRITES
+
+
+def _note_write(path: Path) -> None:
+    key = _key(path)
+    _READS.pop(key, None)
+    _WRITES.add(key)
 
 
 class DataError(ValueError):
@@ -36,6 +60,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         if tmp_path.exists():  # mkstemp makes 0600 files; give the usual permissions
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+        _note_write(path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -171,7 +196,9 @@ def read_text_file(path: Path | str) -> str:
         raise FileNotFoundError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: a folder, not a file")
-    return decode_text(path.read_bytes(), str(path))
+    data = path.read_bytes()
+    _READS.setdefault(_key(path), hashlib.sha256(data).hexdigest())
+    return decode_text(data, str(path))
 
 
 def loads_at(text: str, where: str) -> Any:

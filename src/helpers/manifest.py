@@ -6,27 +6,34 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import paths
-from .io import read_json, sha256_file, write_json
+from .io import DataError, hash_when_read, read_json, sha256_file, write_json, written_here
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "unsloth",
              "bitsandbytes", "papermill", "pandas")
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, the key packages and the study's git commit."""
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the key packages (what can change an artifact besides the code)."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
+    return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the key packages and the study's git commit."""
+    out = package_versions()
     try:
         out["git_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=paths.root(), capture_output=True,
@@ -85,12 +92,87 @@ def code_fingerprint(step: str) -> dict[str, str]:
         seen.add(mod)
         source = (_HELPERS / f"{mod}.py").read_text(encoding="utf-8")
         out[f"helpers/{mod}.py"] = hashlib.sha256(source.encode()).hexdigest()
+        for data_file in _data_files(source):
+            out[f"helpers/{data_file}"] = sha256_file(_HELPERS / data_file)
         todo |= _helper_imports(source) - seen
     return dict(sorted(out.items()))
 
 
-def _hashes(files: Iterable[Path | str]) -> dict[str, str]:
-    return {paths.rel(Path(f)): sha256_file(f) for f in sorted(map(str, files))}
+_DATA_FILE = re.compile(r"""["']([\w.-]+\.(?:txt|json|jsonl|yaml|yml|j2|jinja|md|csv))["']""")
+
+
+def _data_files(source: str) -> set[str]:
+    """Files beside the helper modules that a module names (the teacher prompt, word lists): they
+    shape outputs like code does."""
+    return {m for m in _DATA_FILE.findall(source) if (_HELPERS / m).is_file()}
+
+
+CHANGED_DURING_RUN = "changed while the step ran"
+
+
+def _hashes(files: Iterable[Path | str], started: float | None = None) -> dict[str, str]:
+    """Content hash per file as the step read it: the hash taken when helpers.io first read it
+    (before the step used it), else the hash now; a file some other process modified after
+    `started` is recorded as changed while the step ran. Either way an edit during the run leaves
+    the step stale."""
+    out = {}
+    for f in sorted(map(str, files)):
+        digest = hash_when_read(f)
+        if digest is None:
+            digest = CHANGED_DURING_RUN if _touched_since(Path(f), started) else sha256_file(f)
+        out[paths.rel(Path(f))] = digest
+    return out
+
+
+def _touched_since(path: Path, started: float | None) -> bool:
+    """Modified by another process after `started` (a future mtime, from a skewed clock, does not
+    count: it must not make a step stale forever)."""
+    if started is None or written_here(path):
+        return False
+    mtime = path.stat().st_mtime
+    return started < mtime <= time.time() + 1
+
+
+def _listing(folder: Path, suffixes: set[str], exclude: set[str]) -> list[str]:
+    """Names of the files a glob over `folder` would see (manifests, temp files and the step's own
+    outputs left out)."""
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and p.suffix in suffixes and not p.name.startswith(".")
+                  and not p.name.startswith("manifest") and paths.rel(p) not in exclude)
+
+
+def _folders(inputs: list[Path], outputs: Iterable[Path | str],
+             started: float | None) -> dict[str, Any]:
+    """Input folders the step read whole (its inputs there are every file of their kind, as a glob
+    gives): their file lists, so a file added or removed there later makes the step stale."""
+    exclude = {paths.rel(Path(o)) for o in outputs}
+    by_folder: dict[Path, set[str]] = {}
+    for f in inputs:
+        by_folder.setdefault(f.resolve().parent, set()).add(f.name)
+    out: dict[str, Any] = {}
+    for folder, names in sorted(by_folder.items()):
+        suffixes = {Path(n).suffix for n in names}
+        listing = _listing(folder, suffixes, exclude)
+        if listing != sorted(names):
+            continue
+        changed = any(_touched_since(folder / n, started) for n in listing)
+        out[paths.rel(folder)] = {"suffixes": sorted(suffixes), "exclude": sorted(exclude),
+                                  "files": [CHANGED_DURING_RUN] if changed else listing}
+    return out
+
+
+def _param_files(params: dict[str, Any]) -> dict[str, str]:
+    """Files named by parameters (a test file, a teacher prompt file): their content counts too."""
+    out = {}
+    for value in params.values():
+        if isinstance(value, str) and value and len(value) < 4096:
+            p = Path(value) if Path(value).is_absolute() else paths.root() / value
+            try:
+                if p.is_file():
+                    out[paths.rel(p)] = sha256_file(p)
+            except OSError:
+                continue
+    return dict(sorted(out.items()))
 
 
 def _normalize(params: dict[str, Any]) -> dict[str, Any]:
@@ -104,11 +186,14 @@ def write_manifest(out_dir: Path | str, step: str, params: dict[str, Any],
                    extra: dict[str, Any] | None = None) -> Path:
     """Record step, parameters, seed, input and output hashes, versions and time beside the outputs."""
     now = time.time()
+    inputs, outputs = [Path(f) for f in inputs], [Path(f) for f in outputs]
     manifest = {
         "step": step,
         "params": _normalize(params),
         "seed": params.get("seed"),
-        "inputs": _hashes(inputs),
+        "inputs": _hashes(inputs, started),
+        "folders": _folders(inputs, outputs, started),
+        "param_files": _param_files(params),
         "outputs": _hashes(outputs),
         "code": code_fingerprint(step),
         "versions": versions(),
@@ -125,29 +210,89 @@ def read_manifest(out_dir: Path | str, name: str = MANIFEST) -> dict[str, Any] |
     return read_json(path) if path.exists() else None
 
 
+_REQUIRED = {"step": str, "params": dict, "inputs": dict, "outputs": dict}
+
+
+def _damage(manifest: Any) -> str | None:
+    """What is wrong with a manifest's shape (None when it has every key with the right type)."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    for key, kind in _REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            return f"{key!r} missing or not a {kind.__name__}"
+    return None
+
+
 def stale_reason(out_dir: Path | str, params: dict[str, Any] | None = None,
                  name: str = MANIFEST) -> str | None:
-    """Why the step's outputs are not up to date (None when they are): changed parameters, missing or
-    changed inputs/outputs, or changed code (the step's notebook or a helper module it uses)."""
-    manifest = read_manifest(out_dir, name)
+    """Why the step's outputs are not up to date (None when they are): a missing or damaged
+    manifest, changed parameters or parameter files, missing or changed inputs/outputs, a file
+    added to or removed from a folder the step read whole, changed code or package versions."""
+    try:
+        manifest = read_manifest(out_dir, name)
+    except (DataError, OSError) as e:
+        return f"manifest unreadable, rerun ({' '.join(str(e).split())[:200]})"
     if manifest is None:
         return "no manifest (never finished)"
+    damage = _damage(manifest)
+    if damage:
+        return f"manifest damaged, rerun ({damage})"
+    try:
+        return _stale(manifest, params)
+    except (KeyError, TypeError, AttributeError, ValueError, OSError) as e:
+        return f"manifest damaged, rerun ({type(e).__name__}: {e})"
+
+
+def _stale(manifest: dict[str, Any], params: dict[str, Any] | None) -> str | None:
+    """stale_reason's checks, on a manifest of the right shape."""
     if params is not None:
         wanted = _normalize(params)
         changed = sorted(k for k in wanted if wanted[k] != manifest["params"].get(k))
         if changed:
             return f"parameters changed: {', '.join(changed)}"
+    for rel_path, digest in manifest.get("param_files", {}).items():
+        path = paths.root() / rel_path
+        if not path.is_file() or sha256_file(path) != digest:
+            return f"file named by a parameter changed: {rel_path}"
     for kind in ("inputs", "outputs"):
         for rel_path, digest in manifest[kind].items():
             path = paths.root() / rel_path
+            if digest == CHANGED_DURING_RUN:
+                return f"{kind[:-1]} changed while the step ran: {rel_path}"
             if not path.exists():
                 return f"{kind[:-1]} missing: {rel_path}"
             if sha256_file(path) != digest:
                 return f"{kind[:-1]} changed: {rel_path}"
+    reason = _folder_change(manifest.get("folders", {}))
+    if reason:
+        return reason
     if "code" not in manifest:
         return "made before code fingerprints were recorded"
     now = code_fingerprint(manifest["step"])
     for key in sorted(set(now) | set(manifest["code"])):
         if now.get(key) != manifest["code"].get(key):
             return f"code changed: {key}"
+    return _version_change(manifest.get("versions", {}))
+
+
+def _folder_change(folders: dict[str, Any]) -> str | None:
+    """A file added to or removed from a folder the step read whole."""
+    for rel_folder, entry in folders.items():
+        folder = paths.root() / rel_folder
+        if entry["files"] == [CHANGED_DURING_RUN]:
+            return f"files changed in {rel_folder}/ while the step ran"
+        now = _listing(folder, set(entry["suffixes"]), set(entry["exclude"])) if folder.is_dir() else []
+        added, removed = sorted(set(now) - set(entry["files"])), sorted(set(entry["files"]) - set(now))
+        if added or removed:
+            what = f"new file {added[0]}" if added else f"file removed: {removed[0]}"
+            return f"{what} in {rel_folder}/"
+    return None
+
+
+def _version_change(recorded: dict[str, str]) -> str | None:
+    """A package (or Python) version that differs from the one the step ran with."""
+    now = package_versions()
+    for name in sorted(set(now) | set(recorded) - {"git_commit"}):
+        if now.get(name) != recorded.get(name):
+            return f"package version changed: {name} {recorded.get(name)} -> {now.get(name)}"
     return None
