@@ -20,12 +20,13 @@ the caller checks; what could not be fetched at all raises `FetchError` with the
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 import urllib.robotparser
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -113,6 +114,57 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+_UNRESERVED = re.compile(r"%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
+
+
+def normalize_url(url: str) -> str:
+    """The URL with its path normalised the way a server reads it, for robots.txt matching:
+    percent-encoded unreserved characters decoded, `.` and `..` segments removed, `//` collapsed."""
+    parts = urlsplit(url)
+    path = _UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), parts.path)
+    out: list[str] = []
+    for seg in re.sub(r"/{2,}", "/", path).split("/")[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    if path.endswith(("/.", "/..")):
+        out.append("")
+    return urlunsplit(parts._replace(path="/" + "/".join(out)))
+
+
+def crawl_delay_for(lines: list[str], user_agent: str) -> float | None:
+    """Crawl-delay of the robots.txt group that applies to us (our product token, else `*`),
+    fractional values included (urllib.robotparser reads only whole seconds)."""
+    token = user_agent.split("/")[0].lower()
+    groups: dict[str, float] = {}
+    agents: list[str] = []
+    in_rules = False
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if ":" not in line:
+            continue
+        key, value = (x.strip() for x in line.split(":", 1))
+        key = key.lower()
+        if key == "user-agent":
+            if in_rules:
+                agents, in_rules = [], False
+            agents.append(value.lower())
+        else:
+            in_rules = True
+            if key == "crawl-delay":
+                try:
+                    delay = float(value)
+                except ValueError:
+                    continue
+                if delay >= 0 and delay == delay and delay != float("inf"):
+                    for a in agents:
+                        groups.setdefault(a, delay)
+    own = next((d for a, d in groups.items() if a != "*" and a in token), None)
+    return own if own is not None else groups.get("*")
+
+
 def decode(resp: requests.Response) -> str:
     """Body text: the charset the server names, else UTF-8 (not requests' ISO-8859-1 default for
     text/* without a charset, which garbles UTF-8 pages and JSON)."""
@@ -139,6 +191,7 @@ class PoliteClient:
                                      "Accept": "text/html,application/json;q=0.9,*/*;q=0.5"})
         self._last_request: dict[str, float] = {}
         self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
+        self._crawl_delays: dict[str, float] = {}
         self.stats = {"requests": 0, "cache_hits": 0, "retries": 0, "robots_blocked": 0}
 
     def close(self) -> None:
@@ -170,13 +223,14 @@ class PoliteClient:
         return fetched
 
     def allowed(self, url: str) -> bool:
-        """Whether robots.txt of the URL's host lets our User-Agent fetch it (read once per host)."""
+        """Whether robots.txt of the URL's host lets our User-Agent fetch it (read once per host);
+        the path is normalised first (`/./private/x`, `/a/../private`, `%70rivate` are `/private`)."""
         parts = urlsplit(url)
         base = f"{parts.scheme}://{parts.netloc}"
         if base not in self._robots:
             self._robots[base] = self._read_robots(base)
         parser = self._robots[base]
-        return parser is not None and parser.can_fetch(self.user_agent, url)
+        return parser is not None and parser.can_fetch(self.user_agent, normalize_url(url))
 
     # ---- internals ----------------------------------------------------------------------------
     def _read_robots(self, base: str) -> urllib.robotparser.RobotFileParser | None:
@@ -191,14 +245,20 @@ class PoliteClient:
         elif resp.status_code >= 400:
             parser.allow_all = True
         else:
-            parser.parse(resp.text.splitlines())
+            lines = resp.text.splitlines()
+            parser.parse(lines)
+            delay = crawl_delay_for(lines, self.user_agent)
+            if delay is not None:
+                self._crawl_delays[base] = min(delay, self.max_wait_s)
         parser.modified()
         return parser
 
     def _host_delay(self, url: str) -> float:
         parts = urlsplit(url)
         parser = self._robots.get(f"{parts.scheme}://{parts.netloc}")
-        crawl_delay = parser.crawl_delay(self.user_agent) if parser is not None else None
+        crawl_delay = self._crawl_delays.get(f"{parts.scheme}://{parts.netloc}")
+        if crawl_delay is None and parser is not None:
+            crawl_delay = parser.crawl_delay(self.user_agent)
         return max(self.rate_limit_s, float(crawl_delay or 0))
 
     def _wait_turn(self, url: str) -> None:

@@ -26,6 +26,7 @@ import requests
 from rapidfuzz import fuzz, process
 
 from . import grounding, paths, schemas
+from .http import retry_after_s
 from .io import DataError, read_json, write_json
 from .splits import normalize_text
 
@@ -60,6 +61,8 @@ class TeacherConfig:
     dedupe_threshold: float = 92.0
     keep_partial: bool = False    # keep a report whose other labels could not be grounded
     cache_dir: str | None = None
+    structured_output: bool = True  # send response_format json_schema (dropped if the server refuses)
+    max_wait_s: float = 60.0      # the longest Retry-After we honour (longer hints are capped)
 
     def __post_init__(self) -> None:
         if not self.base_url or not self.model:
@@ -100,6 +103,36 @@ def request_body(cfg: TeacherConfig, prompt: str, seed: int) -> dict[str, Any]:
             "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "seed": seed}
 
 
+REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {"reports": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"text": {"type": "string"},
+                       "drugs": {"type": "array", "items": {"type": "string"}},
+                       "adverse_events": {"type": "array", "items": {"type": "string"}}},
+        "required": ["text", "drugs", "adverse_events"]}}},
+    "required": ["reports"],
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "reports", "schema": REPLY_SCHEMA}}
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Text for an error message with the API key (and any bearer token or Authorization header
+    value a server echoes back) replaced by ***."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    text = re.sub(r"(?i)(bearer\s+)[^\s\"',}]+", r"\1***", text)
+    return re.sub(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer)[^\s\"',}]+", r"\1***", text)
+
+
+def _valid_response(resp: Any) -> bool:
+    """A chat completion whose first choice has a message (its content is checked later)."""
+    try:
+        return isinstance(resp, dict) and "content" in resp["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
 def request_key(base_url: str, body: dict[str, Any]) -> str:
     """Cache key: hash of the endpoint and the request body."""
     blob = json.dumps({"url": base_url.rstrip("/"), "body": body}, sort_keys=True, ensure_ascii=False)
@@ -118,7 +151,8 @@ class TeacherClient:
         self.cache = Path(cfg.cache_dir) if cfg.cache_dir else teacher_cache_dir()
         self._local = threading.local()
         self.lock = threading.Lock()
-        self.stats = {"http_requests": 0, "http_errors": 0, "cache_hits": 0}
+        self.stats = {"http_requests": 0, "http_errors": 0, "cache_hits": 0, "cache_damaged": 0}
+        self.structured = cfg.structured_output
 
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
@@ -137,37 +171,79 @@ class TeacherClient:
         with self.lock:
             self.stats[name] += 1
 
+    def _cached(self, path: Path) -> dict[str, Any] | None:
+        """A cached response; a damaged cache file is removed (and counted) so it is fetched again."""
+        if not path.exists():
+            return None
+        try:
+            resp = read_json(path)["response"]
+            if _valid_response(resp):
+                self._bump("cache_hits")
+                return resp
+        except (DataError, OSError, KeyError, TypeError):
+            pass
+        log.warning("teacher cache file %s is damaged; fetching it again", paths.rel(path))
+        self._bump("cache_damaged")
+        path.unlink(missing_ok=True)
+        return None
+
+    def _post(self, body: dict[str, Any]) -> requests.Response:
+        """One POST; the JSON-schema response format rides along unless the server refused it."""
+        sent = {**body, "response_format": RESPONSE_FORMAT} if self.structured else body
+        return self._session().post(self.url, json=sent, headers=self._headers(),
+                                    timeout=self.cfg.timeout_s)
+
+    def _refused_format(self, r: requests.Response) -> bool:
+        """A 400/422 that blames response_format: stop sending it (once for the client)."""
+        if not self.structured or r.status_code not in (400, 422):
+            return False
+        if not re.search(r"response_format|json_schema|guided|structured", r.text or "", re.I):
+            return False
+        with self.lock:
+            self.structured = False
+        log.warning("teacher server refused response_format json_schema; asking without it")
+        return True
+
+    def _wait(self, attempt: int, r: requests.Response | None) -> float:
+        """Seconds before the next attempt: the server's Retry-After (capped), else backoff."""
+        hinted = retry_after_s(r.headers.get("Retry-After")) if r is not None else None
+        if hinted is not None:
+            return min(hinted, self.cfg.max_wait_s)
+        return self.cfg.backoff_s * 2 ** attempt
+
     def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The response JSON for a request body, and whether it came from the cache."""
         key = request_key(self.cfg.base_url, body)
         path = self.cache / key[:2] / f"{key}.json"
-        if path.exists():
-            self._bump("cache_hits")
-            return read_json(path)["response"], True
-        last = ""
+        cached = self._cached(path)
+        if cached is not None:
+            return cached, True
+        last, secret, wait = "", os.environ.get(self.cfg.api_key_env, ""), 0.0
         for attempt in range(self.cfg.max_retries + 1):
-            if attempt:
-                time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
+            time.sleep(wait)
             self._bump("http_requests")
             try:
-                r = self._session().post(self.url, json=body, headers=self._headers(),
-                                         timeout=self.cfg.timeout_s)
+                r = self._post(body)
             except requests.RequestException as e:
                 self._bump("http_errors")
-                last = f"{type(e).__name__}: {e}"
+                last, wait = redact(f"{type(e).__name__}: {e}", secret), self._wait(attempt, None)
                 continue
             if r.status_code == 200:
                 try:
                     resp = r.json()
-                    resp["choices"][0]["message"]["content"]
-                except (ValueError, KeyError, IndexError, TypeError):
+                except ValueError:
+                    resp = None
+                if not _valid_response(resp):
                     self._bump("http_errors")
-                    last = "HTTP 200 with a body that is not a chat completion"
+                    last, wait = "HTTP 200 with a body that is not a chat completion", self._wait(attempt, None)
                     continue
                 write_json(path, {"request": body, "response": resp})
                 return resp, False
             self._bump("http_errors")
-            last = f"HTTP {r.status_code}: {r.text[:200]}"
+            last, wait = redact(f"HTTP {r.status_code}: {r.text[:200]}", secret), self._wait(attempt, r)
+            if self._refused_format(r):
+                wait = 0.0
+                continue
             if r.status_code in (400, 401, 403, 404):
                 raise TeacherError(f"{self.url}: {last} (check base_url, teacher_model and "
                                    f"${self.cfg.api_key_env})")
@@ -180,14 +256,18 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.I)
 
 def parse_reply(content: str) -> list[dict[str, Any]]:
     """Reports in a teacher reply ({"reports": [...]} or a bare list); ReplyError if not JSON."""
+    if content is not None and not isinstance(content, str):
+        raise ReplyError(f"reply content is a {type(content).__name__}, not text")
     text = _FENCE.sub("", content or "").strip()
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ReplyError("reply JSON nested too deeply") from None
     except json.JSONDecodeError:
         lo, hi = text.find("{"), text.rfind("}")
         try:
             data = json.loads(text[lo:hi + 1]) if 0 <= lo < hi else None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             data = None
         if data is None:
             raise ReplyError(f"reply is not valid JSON: {text[:80]!r}")
@@ -272,6 +352,9 @@ class TeacherStats:
     labels_dropped: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    odd_usage: int = 0              # replies whose usage block was not numbers (ignored, counted)
+    cache_damaged: int = 0          # damaged cache files fetched again
+    structured_output: bool = True  # whether response_format json_schema was still sent at the end
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -305,9 +388,10 @@ def _run_job(client: TeacherClient, cfg: TeacherConfig, prompt: str, seed: int, 
             if "gave up" not in str(e):
                 raise
             return out
-        usage = resp.get("usage") or {}
-        out["usage"][0] += int(usage.get("prompt_tokens") or 0)
-        out["usage"][1] += int(usage.get("completion_tokens") or 0)
+        prompt_t, completion_t, odd = _usage(resp)
+        out["usage"][0] += prompt_t
+        out["usage"][1] += completion_t
+        out["odd_usage"] = out.get("odd_usage", 0) + odd
         try:
             items = parse_reply(resp["choices"][0]["message"]["content"])
         except ReplyError as e:
@@ -317,6 +401,22 @@ def _run_job(client: TeacherClient, cfg: TeacherConfig, prompt: str, seed: int, 
         out["items"], out["key"] = items, request_key(cfg.base_url, body)[:16]
         return out
     return out
+
+
+def _usage(resp: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt tokens, completion tokens, 1 if the usage block was not numbers) of a reply: odd
+    usage is counted, never fatal."""
+    usage = resp.get("usage")
+    if usage is None:
+        return 0, 0, 0
+    counts = []
+    for k in ("prompt_tokens", "completion_tokens"):
+        v = usage.get(k) if isinstance(usage, dict) else None
+        ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+        if not isinstance(usage, dict) or not ok:
+            return 0, 0, 1
+        counts.append(int(v or 0))
+    return counts[0], counts[1], 0
 
 
 def generate(drugs: Sequence[Any], n_reports: int, cfg: TeacherConfig, seed: int, tag: str = "pool",
@@ -355,6 +455,8 @@ def generate(drugs: Sequence[Any], n_reports: int, cfg: TeacherConfig, seed: int
             break
     for name in ("http_requests", "http_errors", "cache_hits"):
         setattr(stats, name, client.stats[name])
+    stats.cache_damaged = client.stats["cache_damaged"]
+    stats.structured_output = client.structured
     if stats.requests_ok == 0:
         raise TeacherError(f"teacher: all {stats.requests_planned} requests failed; "
                            f"last error: {errors[-1] if errors else '?'}")
@@ -370,6 +472,7 @@ def _collect(jobs: list[tuple[int, Any]], results: list[dict[str, Any]], cfg: Te
     reports = []
     for (j, drug), res in zip(jobs, results):
         stats.invalid_replies += res["invalid"]
+        stats.odd_usage += res.get("odd_usage", 0)
         stats.prompt_tokens += res["usage"][0]
         stats.completion_tokens += res["usage"][1]
         if res["items"] is None:
