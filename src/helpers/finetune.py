@@ -29,7 +29,8 @@ from typing import Any, Iterable, Sequence
 
 from . import memory, paths
 from .config import ConfigError
-from .io import DataError, atomic_path, read_json, write_json
+from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, atomic_path, finish_publish, publish_files,
+                 read_json, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -555,10 +556,12 @@ def plot_loss(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "")
 # ---- publishing -------------------------------------------------------------------------------
 def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
     """Save the PEFT adapter into a temp folder beside the outputs, point its base model at the
-    registry's hub id (not a machine path or the 4-bit repo), then move each file into place: a
-    finished adapter is only ever replaced by another finished one."""
+    registry's hub id (not a machine path or the 4-bit repo), then publish its files as one unit
+    (helpers.io.publish_files): a finished adapter is only ever replaced by another finished one,
+    and an interrupted publish is completed, never left half old, half new."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
+    finish_publish(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", suffix=TMP_SUFFIX, dir=out_dir))
     try:
         model.save_pretrained(str(tmp))
         for name in ADAPTER_FILES:
@@ -567,13 +570,11 @@ def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
         config = read_json(tmp / "adapter_config.json")
         config["base_model_name_or_path"] = spec.hub_id
         write_json(tmp / "adapter_config.json", config)
-        published = []
-        for name in ("adapter_model.safetensors", "adapter_config.json"):
-            os.replace(tmp / name, out_dir / name)
-            published.append(out_dir / name)
-        return published
+        names = ("adapter_model.safetensors", "adapter_config.json")
+        return publish_files(tmp, out_dir, names)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists() and not (tmp / PUBLISH_MARKER).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- the run ----------------------------------------------------------------------------------

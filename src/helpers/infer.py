@@ -15,7 +15,7 @@ import torch
 
 from . import paths
 from .grounding import DEFAULT_FUZZY_THRESHOLD, ground_prediction, snap_record
-from .io import write_jsonl
+from .io import finish_publish, write_jsonl
 from .parsing import parse_output
 from .schemas import gold, validate_prediction
 from .templates import encode, render_prompt
@@ -46,6 +46,7 @@ def constrained_mode(value: Any) -> str | bool:
 def adapter_dir(run: str, model: str) -> Path:
     """The step-4 adapter folder of a run and model; a clear error when it is not there."""
     folder = paths.model_dir(run, model)
+    finish_publish(folder)  # an interrupted publish is completed first: never half old, half new
     missing = [f for f in ADAPTER_FILES if not (folder / f).exists()]
     if missing:
         raise FileNotFoundError(f"no LoRA adapter for model {model!r} in run {run!r}: "

@@ -91,6 +91,36 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
+PUBLISH_MARKER = "PUBLISH.json"
+
+
+def publish_files(staging: Path | str, out_dir: Path | str, names: Iterable[str]) -> list[Path]:
+    """Move finished files from a staging folder (beside them in `out_dir`) into `out_dir` as one
+    unit: a marker written first commits the set, so an interrupted move is rolled forward by
+    `finish_publish` (the next publish, a reader or the start-up sweep) and old and new never mix."""
+    names = list(names)
+    write_json(Path(staging) / PUBLISH_MARKER, {"files": names})
+    return finish_publish(out_dir, staging)
+
+
+def finish_publish(out_dir: Path | str, staging: Path | str | None = None) -> list[Path]:
+    """Complete every committed publish in `out_dir` (idempotent); returns the published files."""
+    out_dir = Path(out_dir)
+    folders = [Path(staging)] if staging else sorted(out_dir.glob(f".*{TMP_SUFFIX}"))
+    published = []
+    for st in folders:
+        marker = st / PUBLISH_MARKER
+        if not (st.is_dir() and marker.is_file()):
+            continue
+        for name in json.loads(marker.read_text(encoding="utf-8"))["files"]:
+            if (st / name).exists():
+                os.replace(st / name, out_dir / name)
+                _note_write(out_dir / name)
+            published.append(out_dir / name)
+        shutil.rmtree(st, ignore_errors=True)
+    return published
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -104,9 +134,12 @@ def sweep_stale_tmp(folders: Iterable[Path | str], older_than_s: float = STALE_T
     for folder in map(Path, folders):
         if not folder.is_dir():
             continue
-        for p in folder.rglob(f".*{TMP_SUFFIX}"):
+        for p in sorted(folder.rglob(f".*{TMP_SUFFIX}")):
             try:
-                if p.lstat().st_mtime > cutoff:
+                if p.lstat().st_mtime > cutoff or not p.exists():
+                    continue
+                if p.is_dir() and (p / PUBLISH_MARKER).is_file():
+                    finish_publish(p.parent, p)  # committed: roll it forward, never drop it
                     continue
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             except FileNotFoundError:

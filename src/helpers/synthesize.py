@@ -1012,8 +1012,8 @@ def plot_dataset(splits_: dict[str, list[dict[str, Any]]], path: Path | str):
     axes[2].tick_params(axis="x", rotation=90, labelsize=6)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    from .io import save_figure  # atomic: never a half-written PNG
+    save_figure(fig, path, dpi=100)
     return fig
 
 
