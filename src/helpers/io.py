@@ -193,7 +193,7 @@ def write_jsonl(path: Path | str, records: Iterable[dict]) -> Path:
     return write_text(path, "".join(line + "\n" for line in lines))
 
 
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 
 
 def decode_text(data: bytes, where: str) -> str:
@@ -206,10 +206,10 @@ def decode_text(data: bytes, where: str) -> str:
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
-                return data[len(bom):].decode(codec)
+                return data.decode(codec)  # both codecs drop the byte-order mark
             except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not valid {codec.upper()} after its byte-order mark "
-                                f"(byte {e.start + len(bom)})") from None
+                raise DataError(f"{where}:1: not valid {codec.upper()} after its byte-order mark "
+                                f"(byte {e.start})") from None
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
