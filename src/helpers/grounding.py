@@ -58,7 +58,7 @@ def _windows(text: str, n_words: int) -> list[tuple[int, int]]:
 def locate(span_text: str, text: str, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> dict[str, Any]:
     """Where a predicted string occurs in the report: exact, then case/space-insensitive, then fuzzy."""
     needle = (span_text or "").strip()
-    if not needle or not text:
+    if not needle or not text or len(needle) > 2 * len(text) + 2000:  # far longer: no match possible
         return _not_found(needle)
     exact = _first_match(re.compile(re.escape(needle)), text)
     if exact and _is_word_boundary(text, exact.start(), exact.end()):
