@@ -220,6 +220,12 @@ def _damage(manifest: Any) -> str | None:
     for key, kind in _REQUIRED.items():
         if not isinstance(manifest.get(key), kind):
             return f"{key!r} missing or not a {kind.__name__}"
+    for key in ("code", "folders", "param_files", "versions"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f"{key!r} is not an object"
+    for key in ("inputs", "outputs", "param_files"):
+        if not all(isinstance(v, str) for v in manifest.get(key, {}).values()):
+            return f"{key!r} holds a hash that is not a string"
     return None
 
 
