@@ -122,7 +122,7 @@ def redact(text: str, secret: str | None = None) -> str:
     if secret and len(secret) >= 4:
         text = text.replace(secret, "***")
     text = re.sub(r"(?i)(bearer\s+)[^\s\"',}]+", r"\1***", text)
-    return re.sub(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer)[^\s\"',}]+", r"\1***", text)
+    return re.sub(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer)[^\"',}\n]+", r"\1***", text)
 
 
 def _valid_response(resp: Any) -> bool:
@@ -240,7 +240,7 @@ class TeacherClient:
                 write_json(path, {"request": body, "response": resp})
                 return resp, False
             self._bump("http_errors")
-            last, wait = redact(f"HTTP {r.status_code}: {r.text[:200]}", secret), self._wait(attempt, r)
+            last, wait = f"HTTP {r.status_code}: {redact(r.text, secret)[:200]}", self._wait(attempt, r)
             if self._refused_format(r):
                 wait = 0.0
                 continue
