@@ -417,3 +417,20 @@ def test_run_all_entry_point_fails_fast_with_one_line_and_no_traceback(study, tm
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{bad}:2: 'drugs' must be a list of strings" in lines[0]
     assert not (study / "artifacts" / "runs").exists()          # no notebook ran
+
+
+def test_corpora_command_line_names_file_and_line_and_writes_nothing(tmp_path, capsys):
+    """`python -m helpers.corpora` on a CADEC post that is not UTF-8: exit 1, one line, no output."""
+    folder = materialize(tmp_path, "cadec", cadec({"A.1": ("Took Ambien, café.".encode("cp1252"), b"")}))
+    out = tmp_path / "out.jsonl"
+    assert corpora.main(["cadec", str(folder), str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{folder}/text/A.1.txt:1: not UTF-8" in err
+    assert not out.exists()
+
+
+def test_a_relative_test_file_is_the_callers(study, tmp_path, monkeypatch, capsys):
+    """run_all.sh changes to the repository root; a relative --test-file still means the caller's."""
+    (tmp_path / "mine.jsonl").write_bytes(jsonl(GOOD))
+    monkeypatch.setenv("AE_CALLER_CWD", str(tmp_path))
+    assert pipeline._prepare_test_file("mine.jsonl") == "data/external/user-mine.jsonl"

@@ -164,10 +164,16 @@ def _prepare_test_file(test_file: str) -> str:
 
     from .corpora import load_test_file, split_name
     from .io import DataError, write_text_if_changed
+    caller = os.environ.get("AE_CALLER_CWD")
+    if caller and not Path(test_file).is_absolute() and (Path(caller) / test_file).exists():
+        test_file = str(Path(caller) / test_file)
     try:
         reports = load_test_file(Path(test_file))
     except (DataError, OSError) as e:
         raise SystemExit(f"error: --test-file {' '.join(str(e).split())}") from None
+    except Exception as e:  # noqa: BLE001 - a file we cannot read must still end in one line
+        raise SystemExit(f"error: --test-file {test_file}: cannot be read "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     out = paths.data_dir() / "external" / f"{split_name(test_file)}.jsonl"
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in reports)
     if out.resolve() != Path(test_file).resolve():  # never rewrite the user's own file
