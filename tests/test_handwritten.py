@@ -107,6 +107,16 @@ def test_spans_follow_the_guide(reports):
             assert not NEGATION_BEFORE.search(r["text"][max(0, s["start"] - 10):s["start"]]), where
 
 
+def test_no_event_names_a_drug(reports):
+    """'X-induced Y' is two spans: no adverse-event span contains a drug name of the set."""
+    names = {d.lower() for r in reports for d in r["drugs"] if len(d) > 3}
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b")
+    for r in reports:
+        for s in r["spans"]:
+            if s["label"] == "adverse_event":
+                assert not pattern.search(s["text"].lower()), f"{r['id']}: {s['text']!r}"
+
+
 def test_not_labels_stay_unlabelled(reports):
     """A negated or hypothetical phrase named in meta has an occurrence no span touches."""
     for r in reports:
