@@ -161,3 +161,25 @@ def test_readme_figures_match_the_file(reports):
     events = [int(x) for x in hist["events"]]
     assert [int(x) for x in hist["reports"]] == [counts[k] for k in events]
     assert sum(counts.values()) == len(reports) and set(counts) == set(events)
+
+
+def test_readme_sentences_match_the_file(reports):
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    n = len(reports)
+    spans = [s for r in reports for s in r["spans"]]
+    n_drug = sum(s["label"] == "drug" for s in spans)
+    forum_social = sum(r["genre"] in ("forum", "social") for r in reports)
+    no_drug = sum(not r["drugs"] for r in reports)
+    expected = [
+        f"`reports.jsonl`: {n} adverse-event reports",
+        f"Forum and social posts: {forum_social} of {n} ({forum_social / n:.1%})",
+        f"Reports naming no drug: {no_drug} ({no_drug / n:.1%})",
+        f"{sum(len(r['adverse_events']) >= 6 for r in reports)} reports have six or more events",
+        f"{len({d.lower() for r in reports for d in r['drugs']})} distinct drug names",
+        f"{len({a.lower() for r in reports for a in r['adverse_events']})} distinct adverse-event labels",
+        f"{len(spans)} spans: {n_drug} drug, {len(spans) - n_drug} adverse event",
+        f"{sum(len(r['drugs']) >= 2 for r in reports)} reports name two or more",
+        f"{sum(bool(r['meta']['misspelled_drugs']) for r in reports)} misspellings",
+    ]
+    for sentence in expected:
+        assert sentence in text, sentence
