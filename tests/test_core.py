@@ -114,7 +114,7 @@ def test_shipped_profiles_load():
     for name in ("smoke", "cpu", "paper"):
         prof = config.load_profile(name)
         assert prof["run"] == name and prof["models"]
-        for step in config.STEPS:
+        for step in config.SECTION:
             for model in prof["models"] if step in config.PER_MODEL_STEPS else [None]:
                 config.step_params(prof, step, model)
 

@@ -49,3 +49,36 @@ def test_notebook_conventions_and_clean_outputs(step, name):
     assert "write_manifest" in code, f"{name} must write its step manifest"
     assert "from helpers" in code or "import helpers" in code
     json.loads(raw)
+
+
+def _committed_notebooks() -> list:
+    return sorted((paths.root() / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", _committed_notebooks(), ids=lambda p: p.name)
+def test_committed_notebook_has_no_injected_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    injected = [i for i, c in enumerate(nb.cells)
+                if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    assert not injected, (f"{path.name}: cell {injected[0]} is papermill's injected-parameters cell; "
+                          "re-execute the notebook with its own defaults before committing it")
+
+
+@pytest.mark.parametrize("path", _committed_notebooks(), ids=lambda p: p.name)
+def test_committed_notebook_execution_counts_are_in_order(path):
+    nb = nbformat.read(path, as_version=4)
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code" and c.execution_count]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), \
+        f"{path.name}: execution counts {counts} are out of order (cells were run by hand?)"
+
+
+@pytest.mark.parametrize("path", _committed_notebooks(), ids=lambda p: p.name)
+def test_notebook_defines_no_function(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        defs = [n.name for n in ast.walk(ast.parse(source))
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        assert not defs, f"{path.name} cell {i} defines {defs}: move it into src/helpers"

@@ -9,7 +9,6 @@ import yaml
 
 from . import paths
 
-STEPS = ("01_scrape", "02_synthesize", "03_format", "04_finetune", "05_infer", "06_evaluate")
 PER_MODEL_STEPS = ("03_format", "04_finetune", "05_infer")
 # which profile section feeds which notebook
 SECTION = {"01_scrape": "scrape", "02_synthesize": "synthesize", "03_format": "format",

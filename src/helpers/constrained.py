@@ -27,7 +27,6 @@ from transformers import LogitsProcessor
 
 MODES = ("schema", "spans")
 SPAN_MARGIN = 2  # spare tokens to open a span, so it can reach the end of a word before closing
-FIELD_ORDER = ("drugs", "adverse_events")
 
 
 # ---- the character automaton -------------------------------------------------------------------

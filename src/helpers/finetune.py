@@ -178,10 +178,6 @@ def output_files(run: str, model: str) -> dict[str, Path]:
             "checkpoints": out / CHECKPOINTS}
 
 
-def checkpoint_dir(run: str, model: str) -> Path:
-    return output_files(run, model)["checkpoints"]
-
-
 def last_complete_checkpoint(folder: Path | str) -> Path | None:
     """The highest-step `checkpoint-N` that finished saving (the Trainer writes trainer_state.json
     last), so a run killed while saving resumes from the previous checkpoint, not a partial one."""

@@ -21,7 +21,6 @@ from .schemas import gold, validate_prediction
 from .templates import encode, render_prompt
 
 VARIANTS = ("base", "lora")
-CONSTRAINED = (False, "schema", "spans")
 ADAPTER_FILES = ("adapter_config.json",)
 
 
