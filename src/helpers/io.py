@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 TMP_SUFFIX = ".tmp"
 STALE_TMP_AGE_S = 6 * 3600.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LINE_BREAK = re.compile("\r\n|\r|\n")  # what text-mode files split on (JSON strings hold none raw)
 # what this process read (content hash at first read) and wrote: a step's manifest records an input
 # as it was when the step read it, so an edit while the step runs leaves the step stale
 _READS: dict[str, str] = {}
@@ -261,7 +262,7 @@ def read_jsonl_numbered(path: Path | str) -> list[tuple[int, dict]]:
     naming the file and line number."""
     path = Path(path)
     out = []
-    for n, line in enumerate(read_text_file(path).split("\n"), 1):
+    for n, line in enumerate(_LINE_BREAK.split(read_text_file(path)), 1):
         if not line.strip():
             continue
         obj = loads_at(line, f"{path}:{n}")
