@@ -280,7 +280,7 @@ def test_file_kind(path: Path) -> str:
 def split_name(path: Path | str) -> str:
     """The split name a user test file is scored under: `user-<name>`, which can never be one of
     the synthetic splits (train, val, test, test_unseen) or `handwritten`."""
-    path = Path(path)
+    path = Path(path).resolve() if Path(path).is_dir() else Path(path)
     name = path.name if path.is_dir() else (path.parent.name or path.stem) if path.suffix == ".rel" \
         else path.stem
     name = re.sub(r"[^\w.-]+", "_", name).strip("._") or "file"

@@ -23,6 +23,7 @@ _WRITES: set[str] = set()
 
 
 def _key(path: Path | str) -> str:
+    """One spelling per file for the read/write books."""
     return str(Path(path).resolve())
 
 
@@ -123,6 +124,7 @@ def finish_publish(out_dir: Path | str, staging: Path | str | None = None) -> li
 
 
 def _umask() -> int:
+    """The process umask (read without changing it), for the permissions of a published temp."""
     umask = os.umask(0)
     os.umask(umask)
     return umask
