@@ -1,5 +1,5 @@
-"""The data contracts of STUDY.md sections 1-2, defined once: drug records, reports, predictions,
-and the lossless bridge to the earlier study's (seed 01) {input, output} format."""
+"""The data contracts, defined once: drug records, reports, predictions, and the bridge to the
+2023-study format (the earlier 2023 study's {"input", "output"} records)."""
 from __future__ import annotations
 
 import json
@@ -66,6 +66,8 @@ def validate_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any
     for k in FIELDS:
         if not isinstance(rec[k], list) or not all(isinstance(x, str) for x in rec[k]):
             raise DataError(f"{where}: {k!r} must be a list of strings")
+    if "genre" in rec and (not isinstance(rec["genre"], str) or not rec["genre"].strip()):
+        raise DataError(f"{where}: 'genre' must be a non-empty string")
     for i, span in enumerate(rec.get("spans", [])):
         s, e = span.get("start"), span.get("end")
         if span.get("label") not in LABELS:
@@ -83,6 +85,18 @@ def gold(rec: dict[str, Any]) -> dict[str, list[str]]:
     return {"drugs": list(rec["drugs"]), "adverse_events": list(rec["adverse_events"])}
 
 
+def gold_context(rec: dict[str, Any]) -> dict[str, Any]:
+    """What a prediction record carries besides the gold strings, so step 6 can score from
+    prediction files alone: the gold character spans and the report's genre, where it has them."""
+    out: dict[str, Any] = {}
+    if "spans" in rec:
+        out["gold_spans"] = [{"label": s["label"], "start": s["start"], "end": s["end"]}
+                             for s in rec["spans"]]
+    if rec.get("genre"):
+        out["genre"] = rec["genre"]
+    return out
+
+
 def answer_json(rec: dict[str, Any]) -> str:
     """The assistant's answer as the models are trained to write it (compact, fixed key order)."""
     return json.dumps(gold(rec), ensure_ascii=False)
@@ -93,6 +107,7 @@ PREDICTION_KEYS = ("id", "text", "gold", "raw", "parsed", "parse_ok", "grounding
 
 
 def validate_prediction(rec: dict[str, Any], where: str = "prediction") -> dict[str, Any]:
+    """Check a prediction record has the keys step 6 scores from; raise DataError naming `where`."""
     missing = [k for k in PREDICTION_KEYS if k not in rec]
     if missing:
         raise DataError(f"{where}: missing keys {missing}")
@@ -101,9 +116,13 @@ def validate_prediction(rec: dict[str, Any], where: str = "prediction") -> dict[
     return rec
 
 
-# ---- seed 01 compatibility --------------------------------------------------------------------
-def from_seed01(item: dict[str, Any], idx: int, where: str = "seed-01 record") -> dict[str, Any]:
-    """Seed 01's {"input", "output": "{\\"drug_name\\", \\"adverse_events\\"}"} -> canonical report."""
+# ---- the 2023-study format ---------------------------------------------------------------------
+STUDY_2023_ID_PREFIX = "study2023"
+
+
+def from_2023_study(item: dict[str, Any], idx: int,
+                    where: str = "2023-study record") -> dict[str, Any]:
+    """A 2023-study record {"input", "output": "{\\"drug_name\\", \\"adverse_events\\"}"} -> canonical report."""
     if "input" not in item or "output" not in item:
         raise DataError(f"{where}: expected keys 'input' and 'output'")
     out = item["output"]
@@ -118,31 +137,31 @@ def from_seed01(item: dict[str, Any], idx: int, where: str = "seed-01 record") -
     events = out.get("adverse_events") or []
     if not isinstance(events, list):
         raise DataError(f"{where}: 'adverse_events' must be a list")
-    return {"id": str(item.get("id", f"seed01-{idx:05d}")), "text": item["input"],
+    return {"id": str(item.get("id", f"{STUDY_2023_ID_PREFIX}-{idx:05d}")), "text": item["input"],
             "drugs": [drug] if isinstance(drug, str) and drug else [],
             "adverse_events": [str(e) for e in events]}
 
 
-def to_seed01(rec: dict[str, Any]) -> dict[str, Any]:
-    """Canonical report -> seed 01 record (drugs[0] becomes drug_name; output is a JSON string)."""
+def to_2023_study(rec: dict[str, Any]) -> dict[str, Any]:
+    """Canonical report -> 2023-study record (drugs[0] becomes drug_name; output is a JSON string)."""
     drugs = rec.get("drugs") or []
     out = {"drug_name": drugs[0] if drugs else "", "adverse_events": list(rec["adverse_events"])}
     return {"input": rec["text"], "output": json.dumps(out, ensure_ascii=False)}
 
 
 def load_reports(path: Path | str) -> list[dict[str, Any]]:
-    """Load test or training reports from canonical JSONL or a seed-01 JSON list, validated."""
+    """Load test or training reports from canonical JSONL or a 2023-study JSON list, validated."""
     path = Path(path)
     if path.suffix == ".jsonl":
         rows = read_jsonl(path)
         if rows and "input" in rows[0] and "text" not in rows[0]:
-            return [from_seed01(r, i, f"{path}:{i + 1}") for i, r in enumerate(rows)]
+            return [from_2023_study(r, i, f"{path}:{i + 1}") for i, r in enumerate(rows)]
         return [validate_report(r, f"{path}:{i + 1}") for i, r in enumerate(rows)]
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records")
     if data and isinstance(data[0], dict) and "input" in data[0]:
-        return [from_seed01(r, i, f"{path}[{i}]") for i, r in enumerate(data)]
+        return [from_2023_study(r, i, f"{path}[{i}]") for i, r in enumerate(data)]
     return [validate_report(r, f"{path}[{i}]") for i, r in enumerate(data)]
 
 
