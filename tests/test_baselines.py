@@ -237,3 +237,13 @@ def test_tiny_encoder_learns_a_trivial_tagging(tmp_path):
     model, tok, saved = be.load_trained(tmp_path / "enc")
     again = be.predict_spans(model, tok, [r["text"] for r in test], cfg, progress=False)
     assert again == pred and saved["best_epoch"] == stats["best_epoch"]
+
+
+def test_context_errors_sort_false_positive_events():
+    from helpers.baselines import context_errors
+    report = {"meta": {"negated": ["nausea"], "disease": "migraine"}}
+    pred = {"gold": {"drugs": [], "adverse_events": ["rash", "fever"]},
+            "parsed": {"drugs": [], "adverse_events": ["Rash", "nausea", "Migraine", "hiccups"]}}
+    out = context_errors([report], [pred])
+    assert out == {"false_positives": {"negated symptom": 1, "disease treated": 1, "other": 1},
+                   "missed": 1}

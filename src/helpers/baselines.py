@@ -89,3 +89,29 @@ def write_span_predictions(run: str, split: str, system: str, reports: Sequence[
         raise ValueError(f"{system}/{split}: {len(reports)} reports but {len(spans)} span lists")
     records = [prediction_record(r, s, system) for r, s in zip(reports, spans)]
     return write_jsonl(paths.predictions_file(run, split, system), records)
+
+
+def _negated_and_diseases(report: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """What the synthetic generator recorded as negated symptoms and as diseases treated."""
+    meta = report.get("meta", {})
+    negated = {x.lower() for x in meta.get("negated", [])}
+    diseases = {str(meta.get(k, "")).lower() for k in ("disease", "comed_disease")} - {""}
+    return negated, diseases
+
+
+def context_errors(reports: Sequence[dict[str, Any]],
+                   predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Why a context-blind system adds events: its false-positive events sorted into negated
+    symptoms, diseases treated and other (from the reports' generator `meta`), and the events it missed."""
+    fp = {"negated symptom": 0, "disease treated": 0, "other": 0}
+    missed = 0
+    for rep, p in zip(reports, predictions):
+        negated, diseases = _negated_and_diseases(rep)
+        gold_ae = {x.lower() for x in p["gold"]["adverse_events"]}
+        found = {x.lower() for x in (p["parsed"] or {}).get("adverse_events", [])}
+        for a in found - gold_ae:
+            kind = ("negated symptom" if any(a in n or n in a for n in negated) else
+                    "disease treated" if any(a in d or d in a for d in diseases) else "other")
+            fp[kind] += 1
+        missed += len(gold_ae - found)
+    return {"false_positives": fp, "missed": missed}
