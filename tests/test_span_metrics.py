@@ -34,7 +34,8 @@ def rec(drugs, events, gold_spans=GOLD, text=TEXT, parse_ok=True, rid="r1", genr
 
 def counts(r, **kw):
     gold = span_metrics.gold_spans(r)
-    return span_metrics.report_span_counts(gold, span_metrics.predicted_spans(r, **kw))
+    return span_metrics.report_span_counts(gold, span_metrics.predicted_spans(r, **kw),
+                                           span_metrics.unlocated(r))
 
 
 def test_strict_and_partial_by_hand():
@@ -62,8 +63,13 @@ def test_labels_must_agree_and_unlocated_or_dropped_strings_predict_nothing():
     # "dark urine" as a drug: right place, wrong label -> no match in either matching
     c = counts(rec(["dark urine"], []))
     assert c["spans_all_partial_tp"] == 0 and c["spans_drug_partial_fp"] == 1
-    # a string not in the report is not located: no span at all
-    assert span_metrics.predicted_spans(rec(["Crestor"], ["hair loss"])) == []
+    # a string not in the report is not located: no span, but a false positive of its label
+    missing = rec(["Crestor"], ["hair loss", "dark urine"])
+    assert span_metrics.predicted_spans(missing) == [(DU, DU + 10, "adverse_event")]
+    assert span_metrics.unlocated(missing) == ["drug", "adverse_event"]
+    c = counts(missing)
+    assert [c[f"spans_drug_strict_{k}"] for k in ("tp", "fp", "fn")] == [0, 1, 1]
+    assert [c[f"spans_adverse_event_partial_{k}"] for k in ("tp", "fp", "fn")] == [1, 1, 2]
     # snapping drops a drug the model also listed as an event: it predicts only the event span
     spans = span_metrics.predicted_spans(rec(["dark urine"], ["dark urine"]))
     assert spans == [(DU, DU + 10, "adverse_event")]

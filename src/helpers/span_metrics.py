@@ -11,7 +11,8 @@ Where the predicted spans come from: a system outputs strings; step 5 located ea
 (`grounding`, status exact / case / fuzzy, with character offsets). A located string that survives
 in the scored record (`parsed`, i.e. after snapping) is a claim about the words it names, so it is
 projected onto every mention of those words in the report (case-insensitive, whole words): a
-drug named twice in a post is found twice. A string that was not located predicts no span.
+drug named twice in a post is found twice. A string of the scored record that could not be
+located is a predicted mention that matches no gold span: one false positive of its label.
 
 Gold spans travel with each prediction record (`gold_spans`, see `schemas.gold_context`); a
 prediction set in which any record lacks them has no span scores (NaN, shown as "-").
@@ -85,6 +86,18 @@ def predicted_spans(rec: dict[str, Any], source: str = "parsed",
     return sorted(out)
 
 
+def unlocated(rec: dict[str, Any], source: str = "parsed") -> list[str]:
+    """Labels of the scored record's strings that grounding could not locate in the report."""
+    text = rec.get("text") or ""
+    located: dict[str, set[str]] = {f: set() for f in FIELDS}
+    for g in rec.get("grounding") or []:
+        if g.get("field") in FIELDS and g.get("status") in GROUNDED and g.get("start") is not None:
+            located[g["field"]] |= {str(g.get("predicted") or "").casefold(),
+                                    text[g["start"]:g["end"]].casefold()}
+    return [LABEL_OF[f] for f, items in predicted(rec, source).items()
+            for x in items if x.casefold() not in located[f]]
+
+
 def match_spans(gold: Sequence[Span], pred: Sequence[Span], matching: str) -> list[tuple[int, int]]:
     """One-to-one (gold index, predicted index) pairs of same-label spans under a matching."""
     if matching not in SPAN_MATCHINGS:
@@ -106,8 +119,10 @@ def match_spans(gold: Sequence[Span], pred: Sequence[Span], matching: str) -> li
     return sorted(pairs)
 
 
-def report_span_counts(gold: Sequence[Span], pred: Sequence[Span]) -> dict[str, int]:
-    """tp/fp/fn of one report per label, matching and overall (`spans_<scope>_<matching>_<k>`)."""
+def report_span_counts(gold: Sequence[Span], pred: Sequence[Span],
+                       unlocated_labels: Sequence[str] = ()) -> dict[str, int]:
+    """tp/fp/fn of one report per label, matching and overall (`spans_<scope>_<matching>_<k>`);
+    every unlocated predicted string adds a false positive to its label."""
     row: dict[str, int] = {}
     for matching in SPAN_MATCHINGS:
         totals = np.zeros(3, dtype=int)
@@ -115,7 +130,8 @@ def report_span_counts(gold: Sequence[Span], pred: Sequence[Span]) -> dict[str, 
             g = [s for s in gold if s[2] == label]
             p = [s for s in pred if s[2] == label]
             tp = len(match_spans(g, p, matching))
-            counts = np.array([tp, len(p) - tp, len(g) - tp])
+            extra = sum(1 for x in unlocated_labels if x == label)
+            counts = np.array([tp, len(p) - tp + extra, len(g) - tp])
             totals += counts
             row.update(zip((f"spans_{label}_{matching}_{k}" for k in ("tp", "fp", "fn")), counts.tolist()))
         row.update(zip((f"spans_all_{matching}_{k}" for k in ("tp", "fp", "fn")), totals.tolist()))
@@ -129,7 +145,8 @@ def span_counts(preds: Sequence[dict[str, Any]], source: str = "parsed") -> pd.D
         gold = gold_spans(rec)
         if gold is None:
             return None
-        rows.append({"id": rec.get("id"), **report_span_counts(gold, predicted_spans(rec, source))})
+        rows.append({"id": rec.get("id"), **report_span_counts(gold, predicted_spans(rec, source),
+                                                                unlocated(rec, source))})
     return pd.DataFrame(rows) if rows else None
 
 
