@@ -132,3 +132,15 @@ def test_per_genre_and_its_table():
     assert "| handwritten | forum | s | 2 |" in tables.markdown_table(table)
     assert scoring.per_genre([rec(["Lipitor"], [])]).empty
     assert tables.with_ci({"x_f1": float("nan")}, "x") == "-"
+
+
+def test_invented_drug_table_every_system_on_every_split():
+    comp = pd.DataFrame([
+        {"split": "test", "system": "a", "invented_drug_rate": 0.25, "no_drug_reports": 8},
+        {"split": "test", "system": "b", "invented_drug_rate": 0.0, "no_drug_reports": 8},
+        {"split": "test_unseen", "system": "a", "invented_drug_rate": float("nan"), "no_drug_reports": 0},
+    ])
+    table = tables.invented_drug_table(comp)
+    assert list(table.columns) == ["system", "test", "test_unseen"]
+    assert table.to_dict("records") == [{"system": "a", "test": "0.25 (2/8)", "test_unseen": "-"},
+                                        {"system": "b", "test": "0.00 (0/8)", "test_unseen": "-"}]

@@ -3,7 +3,8 @@
 A prediction record (STUDY.md section 2, `schemas.PREDICTION_KEYS`) holds the report, its gold
 record, the model's raw text, the parsed record (snapped to the report's own text by default,
 see `grounding`), the parse status and the grounding of every predicted string, plus `system`,
-`model`, `adapter`, `n_new_tokens`, `finish_reason` and `constrained`, so any tool can rescore it.
+`model`, `adapter`, `n_new_tokens`, `finish_reason` and `constrained`, and the report's gold
+`gold_spans` and `genre` where it has them (`schemas.gold_context`), so any tool can rescore it.
 """
 from __future__ import annotations
 

@@ -80,6 +80,21 @@ def gains_table(gains: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def invented_drug_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Invented-drug rate of every system (rows) on every split (columns), as "0.25 (2/8)": the
+    share of the split's reports naming no drug where the system output one; "-" when none."""
+    def cell(r: pd.Series) -> str:
+        n = int(r["no_drug_reports"])
+        if not n:
+            return MISSING
+        return f"{r['invented_drug_rate']:.2f} ({round(r['invented_drug_rate'] * n)}/{n})"
+
+    cells = comparison.assign(cell=comparison.apply(cell, axis=1))
+    table = cells.pivot(index="system", columns="split", values="cell").fillna(MISSING)
+    splits = list(comparison["split"].drop_duplicates())
+    return table[splits].reset_index().rename_axis(columns=None)
+
+
 def genre_table(per_genre: pd.DataFrame) -> pd.DataFrame:
     """Per-genre scores (one row per split, genre and system), compact: n, set-exact F1, drug and
     adverse-event F1 with intervals, span F1 and the invented-drug rate."""
@@ -108,6 +123,8 @@ def comparison_markdown(comparison: pd.DataFrame, run: str, n_boot: int,
     if gains is not None and len(gains):
         parts.append("\n## LoRA - base (F1 difference, paired 95% bootstrap interval)\n\n"
                      + markdown_table(gains_table(gains)))
+    parts.append("\n## Invented drugs (reports naming no drug where the system output one)\n\n"
+                 + markdown_table(invented_drug_table(comparison)))
     if per_genre is not None and len(per_genre):
         parts.append("\n## Per genre (reports that carry a `genre`)\n\n"
                      + markdown_table(genre_table(per_genre), digits=2))
