@@ -1,4 +1,4 @@
-"""Every file location of the study, defined once (STUDY.md section 2)."""
+"""Every file location of the study, defined once."""
 from __future__ import annotations
 
 import os
