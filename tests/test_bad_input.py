@@ -200,7 +200,7 @@ CASES: list[Case] = [
     ("span-start-bool", "a.jsonl", jsonl(rec(spans=[{**SPAN, "start": True}])), ERR(1, "outside the text")),
     ("span-missing-end", "a.jsonl", jsonl(rec(spans=[{**SPAN, "end": ...}])), ERR(1, "outside the text")),
     ("span-text-mismatch", "a.jsonl", jsonl(rec(spans=[{**SPAN, "text": "Zocor"}])), ERR(1, "spans[0] text 'Zocor'")),
-    # seed-01 records
+    # 2023-study records
     ("seed-good", "a.json", json.dumps([SEED]).encode(),
      OK(lambda r: r[0]["drugs"] == ["Lipitor"] and r[0]["adverse_events"] == ["muscles ache"])),
     ("seed-good-jsonl", "a.jsonl", jsonl(SEED, SEED), OK(lambda r: len(r) == 2)),

@@ -9,8 +9,8 @@ import pytest
 
 from helpers import baselines_encoder as be
 from helpers import paths
-from helpers.baselines import (Span, make_span, prediction_record, quick_scores, remove_overlaps,
-                               write_predictions)
+from helpers.baselines import (Span, make_span, prediction_record, remove_overlaps,
+                               write_span_predictions)
 from helpers.baselines_lexicon import build_lexicon, term_forms, word_variants
 from helpers.io import DataError, read_jsonl
 from helpers.schemas import validate_prediction, validate_report
@@ -109,28 +109,21 @@ def test_prediction_record_is_the_llm_format_and_deduped(lexicon):
         assert REPORT["text"][g["start"]:g["end"]] == g["predicted"] == g["matched_text"]
         assert g["status"] == "exact" and g["score"] == 100
     assert [g["field"] for g in rec["grounding"]] == ["drugs", "adverse_events"]
+    # step 6 scores spans from the prediction file alone: the gold offsets travel with it
+    assert rec["gold_spans"] == [{"label": "drug", "start": 0, "end": 7},
+                                 {"label": "adverse_event", "start": 18, "end": 22}]
     with pytest.raises(ValueError, match="not the text's own"):
         prediction_record(REPORT, [Span(0, 7, "drug", "Lipitol")], "lexicon")
 
 
-def test_write_predictions_lands_where_step5_writes(tmp_path, monkeypatch, lexicon):
+def test_write_span_predictions_lands_where_step5_writes(tmp_path, monkeypatch, lexicon):
     monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
-    out = write_predictions("t", "test", "lexicon", [REPORT], [lexicon.match(REPORT["text"])])
+    out = write_span_predictions("t", "test", "lexicon", [REPORT], [lexicon.match(REPORT["text"])])
     assert out == paths.predictions_file("t", "test", "lexicon")
     rows = read_jsonl(out)
     assert len(rows) == 1 and rows[0]["id"] == "r1"
     with pytest.raises(ValueError, match="1 reports but 0"):
-        write_predictions("t", "test", "lexicon", [REPORT], [])
-
-
-def test_quick_scores_on_known_counts():
-    preds = [{"parsed": {"drugs": ["lipitor"], "adverse_events": ["Rash", "fever"]},
-              "gold": {"drugs": ["Lipitor"], "adverse_events": ["rash", "dark urine"]}},
-             {"parsed": None, "gold": {"drugs": ["Nexium"], "adverse_events": []}}]
-    s = quick_scores(preds)
-    assert s["drugs_precision"] == 1.0 and s["drugs_recall"] == 0.5
-    assert s["adverse_events_precision"] == 0.5 and s["adverse_events_recall"] == 0.5
-    assert s["all_precision"] == round(2 / 3, 4) and s["all_recall"] == 0.5
+        write_span_predictions("t", "test", "lexicon", [REPORT], [])
 
 
 def test_remove_overlaps_keeps_longest():
@@ -244,3 +237,13 @@ def test_tiny_encoder_learns_a_trivial_tagging(tmp_path):
     model, tok, saved = be.load_trained(tmp_path / "enc")
     again = be.predict_spans(model, tok, [r["text"] for r in test], cfg, progress=False)
     assert again == pred and saved["best_epoch"] == stats["best_epoch"]
+
+
+def test_context_errors_sort_false_positive_events():
+    from helpers.baselines import context_errors
+    report = {"meta": {"negated": ["nausea"], "disease": "migraine"}}
+    pred = {"gold": {"drugs": [], "adverse_events": ["rash", "fever"]},
+            "parsed": {"drugs": [], "adverse_events": ["Rash", "nausea", "Migraine", "hiccups"]}}
+    out = context_errors([report], [pred])
+    assert out == {"false_positives": {"negated symptom": 1, "disease treated": 1, "other": 1},
+                   "missed": 1}

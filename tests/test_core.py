@@ -133,18 +133,19 @@ def test_report_validation_checks_span_offsets():
         schemas.validate_report({"id": "x", "text": "t"})
 
 
-def test_seed01_round_trip_is_lossless_where_schemas_overlap(tmp_path):
-    seed = [{"input": "Hi, on Abilify I feel nausea.",
+def test_2023_study_round_trip_is_lossless_where_schemas_overlap(tmp_path):
+    old = [{"input": "Hi, on Abilify I feel nausea.",
              "output": json.dumps({"drug_name": "Abilify", "adverse_events": ["nausea"]})}]
-    f = tmp_path / "seed.json"
-    f.write_text(json.dumps(seed))
+    f = tmp_path / "study2023.json"
+    f.write_text(json.dumps(old))
     [rec] = schemas.load_reports(f)
     assert rec["drugs"] == ["Abilify"] and rec["adverse_events"] == ["nausea"]
-    back = schemas.to_seed01(rec)
-    assert back["input"] == seed[0]["input"]
-    assert json.loads(back["output"]) == json.loads(seed[0]["output"])
+    assert rec["id"] == "study2023-00000"
+    back = schemas.to_2023_study(rec)
+    assert back["input"] == old[0]["input"]
+    assert json.loads(back["output"]) == json.loads(old[0]["output"])
     f.write_text(json.dumps([{"input": "x", "output": "{not json"}]))
-    with pytest.raises(io.DataError, match=r"seed\.json:1: 'output' is not valid JSON"):
+    with pytest.raises(io.DataError, match=r"study2023\.json:1: 'output' is not valid JSON"):
         schemas.load_reports(f)
 
 

@@ -1,5 +1,5 @@
 """Step 3 formatting: rows from real offline tokenizers, over-long records excluded (never cut),
-external datasets (canonical JSONL, seed-01 JSON) in, files and statistics out."""
+external datasets (canonical JSONL, 2023-study JSON) in, files and statistics out."""
 from __future__ import annotations
 
 import json
@@ -100,16 +100,16 @@ def test_default_inputs_are_the_synthetic_splits():
         formatting.input_files("smoke", val_file="v.jsonl")
 
 
-def test_seed01_file_trains_with_a_carved_val_split(tmp_path):
-    seed = [schemas.to_seed01(r) for r in REPORTS * 4]
-    path = write_json(tmp_path / "seed01.json", seed)
+def test_2023_study_file_trains_with_a_carved_val_split(tmp_path):
+    old = [schemas.to_2023_study(r) for r in REPORTS * 4]
+    path = write_json(tmp_path / "study2023.json", old)
     splits = formatting.load_splits(formatting.input_files("x", train_file=path), seed=13)
     assert len(splits["train"]) + len(splits["val"]) == 12 and len(splits["val"]) == 1
     again = formatting.load_splits(formatting.input_files("x", train_file=path), seed=13)
     assert [r["id"] for r in again["val"]] == [r["id"] for r in splits["val"]]
-    # the seed-01 bridge is lossless where the schemas overlap
-    for item in seed:
-        assert schemas.to_seed01(schemas.from_seed01(json.loads(json.dumps(item)), 0)) == item
+    # the 2023-study bridge is lossless where the schemas overlap
+    for item in old:
+        assert schemas.to_2023_study(schemas.from_2023_study(json.loads(json.dumps(item)), 0)) == item
 
 
 def test_canonical_train_and_val_files(tmp_path):

@@ -160,7 +160,7 @@ def test_predict_base_constrained_and_free(smol, tmp_path, monkeypatch):
                            progress=False)
     assert single[0]["raw"] == held[2]["raw"]
     monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
-    path = infer.write_predictions(held, "t", "test", f"{MODEL}-base")
+    path = infer.write_predictions("t", "test", f"{MODEL}-base", held)
     assert path == tmp_path / "artifacts" / "predictions" / "t" / "test" / f"{MODEL}-base.jsonl"
     assert read_jsonl(path) == held
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import metrics, paths, plots
+from helpers import breakdowns, metrics, paths, plots, scoring, tables
 from helpers.io import DataError, write_jsonl
 
 
@@ -70,54 +70,16 @@ def test_prf_zero_denominators():
     assert metrics.prf(1, 1, 2) == pytest.approx((0.5, 1 / 3, 0.4))
 
 
-# ---- seed-compatible metric ----------------------------------------------------------------------
-def test_seed01_scores_hand_computed():
+# ---- set-exact (the earlier 2023 study's metric) ----------------------------------------------------------------------
+def test_set_exact_scores_hand_computed():
     # sets: A G{Lipitor,muscle pain,dark urine} P{lipitor,muscle pain,dark urine.,headache} 1/3/2
     #       B G{Crestor,Zocor,severe back pain} P{Crestor,back pain} 1/1/2
     #       C G{Ambien,dizziness} P{} 0/0/2     D G{rash} P{Advil,rash} 1/1/0
-    s = metrics.seed01_scores(PREDS)
+    s = metrics.set_exact_scores(PREDS)
     assert (s["tp"], s["fp"], s["fn"]) == (3, 5, 6)
     assert s["precision"] == pytest.approx(3 / 8)
     assert s["recall"] == pytest.approx(1 / 3)
     assert s["f1"] == pytest.approx(6 / 17)
-
-
-def test_load_seed01_predictions_and_score(tmp_path):
-    items = [
-        {"input": "Took Lipitor, muscle pain and dark urine.",
-         "output": json.dumps({"drug_name": "Lipitor", "adverse_events": ["muscle pain", "dark urine"]}),
-         "prediction": json.dumps({"drug_name": "Lipitor", "adverse_events": ["muscle pain"]})},
-        {"input": "Zocor gave me a rash and itching.",
-         "output": json.dumps({"drug_name": "Zocor", "adverse_events": ["rash"]}),
-         "response": {"drug_name": "Zocor", "adverse_events": ["rash", "itching"]}},
-        {"input": "Ambien, headache.",
-         "output": {"drug_name": "Ambien", "adverse_events": ["headache"]},
-         "model_output": 'Sure: {"drug_name": "Ambien", "adverse_events": ["headache"]} done'},
-        {"input": "Prozac made me nauseous.",
-         "output": json.dumps({"drug_name": "Prozac", "adverse_events": ["nausea"]}),
-         "predicted": "I cannot help with that"},
-    ]
-    path = tmp_path / "predictions-x-lora.json"
-    path.write_text(json.dumps(items))
-    preds = metrics.load_seed01_predictions(path)
-    assert [p["parse_ok"] for p in preds] == [True, True, True, False]
-    assert preds[1]["gold"] == {"drugs": ["Zocor"], "adverse_events": ["rash"]}
-    # tp: 2 + 2 + 2 + 0 = 6; fp: 0 + 1 (itching) + 0 + 0 = 1; fn: 1 (dark urine) + 0 + 0 + 2 = 3
-    s = metrics.seed01_scores(preds)
-    assert (s["tp"], s["fp"], s["fn"]) == (6, 1, 3)
-    assert s["precision"] == pytest.approx(6 / 7)
-    assert s["recall"] == pytest.approx(6 / 9)
-    assert metrics.parse_failure_rate(preds) == 0.25
-
-
-def test_load_seed01_predictions_errors(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"output": "{}", "prediction": "{}"}, {"output": "{}"}]))
-    with pytest.raises(DataError, match=r"bad.json\[1\]: no model output"):
-        metrics.load_seed01_predictions(bad)
-    bad.write_text(json.dumps({"output": "{}"}))
-    with pytest.raises(DataError, match="expected a JSON list"):
-        metrics.load_seed01_predictions(bad)
 
 
 # ---- per-field scores ---------------------------------------------------------------------------
@@ -160,14 +122,14 @@ def test_invented_drug_rate():
     quiet = pred("Q", [], ["rash"], [], ["rash"])
     assert metrics.invented_drug_rate(PREDS + [quiet]) == 0.5
     assert np.isnan(metrics.invented_drug_rate(PREDS[:3]))
-    assert metrics.evaluate(PREDS + [quiet], n_boot=0)["invented_drug_rate"] == 0.5
+    assert scoring.evaluate(PREDS + [quiet], n_boot=0)["invented_drug_rate"] == 0.5
 
 
 def test_parse_failure_predicts_nothing_even_with_parsed_content():
     rec = pred("E", ["Zoloft"], ["insomnia"], ["Zoloft"], ["insomnia"])
     rec["parse_ok"] = False
     assert metrics.predicted(rec) == {"drugs": [], "adverse_events": []}
-    assert metrics.seed01_scores([rec])["fn"] == 2
+    assert metrics.set_exact_scores([rec])["fn"] == 2
 
 
 # ---- bootstrap -----------------------------------------------------------------------------------
@@ -190,9 +152,9 @@ def test_bootstrap_ci_degenerate_and_seeded():
 
 
 def test_evaluate_row():
-    row = metrics.evaluate(PREDS, n_boot=100, seed=3)
+    row = scoring.evaluate(PREDS, n_boot=100, seed=3)
     assert row["n"] == 4
-    assert row["seed01_p"] == pytest.approx(3 / 8)
+    assert row["set_exact_p"] == pytest.approx(3 / 8)
     assert row["adverse_events_relaxed_f1"] == pytest.approx(8 / 11)
     assert row["adverse_events_relaxed_tp"] == 4
     assert row["parse_fail_rate"] == 0.25
@@ -202,25 +164,27 @@ def test_evaluate_row():
             for k in ("p", "r", "f1"):
                 lo, hi = row[f"{f}_{m}_{k}_lo"], row[f"{f}_{m}_{k}_hi"]
                 assert 0 <= lo <= hi <= 1
-    assert metrics.evaluate(PREDS, n_boot=100, seed=3) == row
+    assert pd.Series(scoring.evaluate(PREDS, n_boot=100, seed=3)).equals(pd.Series(row))
+    # no record carries gold offsets: span scores are not measurable, not zero
+    assert np.isnan(row["spans_all_strict_f1"]) and np.isnan(row["spans_drug_partial_p"])
 
 
 # ---- error analysis --------------------------------------------------------------------------------
 def test_error_types_hand_computed():
-    counts = metrics.error_type_counts(PREDS)
+    counts = breakdowns.error_type_counts(PREDS)
     # drugs: Lipitor~lipitor partial; Crestor correct; Zocor, Ambien missed; Advil extra
     assert counts["drugs"] == {"correct": 1, "missed": 2, "extra": 1, "partial": 1}
     # events: muscle pain, rash correct; dark urine~dark urine., severe back pain~back pain partial;
     # dizziness missed; headache and the second rash extra
     assert counts["adverse_events"] == {"correct": 2, "missed": 1, "extra": 2, "partial": 2}
-    items = metrics.error_items(PREDS)
+    items = breakdowns.error_items(PREDS)
     partial = items[(items["type"] == "partial") & (items["field"] == "adverse_events")]
     assert set(zip(partial["gold"], partial["predicted"])) == {
         ("dark urine", "dark urine."), ("severe back pain", "back pain")}
 
 
 def test_per_drug_hand_computed():
-    df = metrics.per_drug(PREDS).set_index("drug")
+    df = breakdowns.per_drug(PREDS).set_index("drug")
     assert list(df.index) == ["(none)", "Ambien", "Crestor", "Lipitor", "Zocor"]
     assert df.loc["Lipitor", "drug_recall"] == 1.0
     assert df.loc["Zocor", "drug_recall"] == 0.0
@@ -238,7 +202,7 @@ def test_per_drug_hand_computed():
 
 
 def test_worst_reports_order_and_content():
-    df = metrics.worst_reports(PREDS, k=3)
+    df = breakdowns.worst_reports(PREDS, k=3)
     # normalized F1 over both fields: C 0, B 0.4, D 0.5, A 6/7
     assert list(df["id"]) == ["C", "B", "D"]
     assert list(df["f1"]) == pytest.approx([0.0, 0.4, 0.5])
@@ -262,20 +226,20 @@ def run_root(tmp_path, monkeypatch):
 
 
 def test_compare_systems(run_root):
-    df = metrics.compare_systems("demo", n_boot=50, seed=1)
+    df = scoring.compare_systems("demo", n_boot=50, seed=1)
     assert list(zip(df["split"], df["system"])) == [
         ("test", "lexicon"), ("test", "x-lora"), ("test_unseen", "lexicon"), ("test_unseen", "x-lora")]
     lora = df[(df["system"] == "x-lora") & (df["split"] == "test")].iloc[0]
-    assert lora["seed01_f1"] == pytest.approx(6 / 17)
+    assert lora["set_exact_f1"] == pytest.approx(6 / 17)
     assert lora["drugs_normalized_f1"] == pytest.approx(4 / 7)
     assert lora["n"] == 4
     lex = df[df["system"] == "lexicon"]
     assert (lex["adverse_events_exact_f1"] == 1.0).all()
     assert (lex["adverse_events_exact_f1_lo"] == 1.0).all()
-    only = metrics.compare_systems("demo", splits=["test_unseen"], systems=["x-lora"], n_boot=10)
+    only = scoring.compare_systems("demo", splits=["test_unseen"], systems=["x-lora"], n_boot=10)
     assert len(only) == 1
     with pytest.raises(FileNotFoundError, match="no prediction files"):
-        metrics.compare_systems("nothing-here")
+        scoring.compare_systems("nothing-here")
 
 
 def test_unsnapped_rows_score_the_models_own_strings(run_root):
@@ -286,11 +250,11 @@ def test_unsnapped_rows_score_the_models_own_strings(run_root):
     same["parsed_unsnapped"] = {"drugs": ["Zocor"], "adverse_events": ["rash"]}
     write_jsonl(paths.predictions_file("demo", "test", "y-lora"), [rec, same])
     write_jsonl(paths.predictions_file("demo", "test", "z-lora"), [same])
-    df = metrics.compare_systems("demo", splits=["test"], systems=["y-lora", "z-lora"], n_boot=10)
+    df = scoring.compare_systems("demo", splits=["test"], systems=["y-lora", "z-lora"], n_boot=10)
     assert list(df["system"]) == ["y-lora", "y-lora (unsnapped)", "z-lora"]
     assert list(df["unsnapped"]) == [False, True, False]
-    # snapped: 4 strings all right; unsnapped: "dark urin" is wrong -> seed P 3/4, R 3/4
-    assert list(df["seed01_f1"]) == pytest.approx([1.0, 0.75, 1.0])
+    # snapped: 4 strings all right; unsnapped: "dark urin" is wrong -> set-exact P 3/4, R 3/4
+    assert list(df["set_exact_f1"]) == pytest.approx([1.0, 0.75, 1.0])
     assert df["parse_statuses"].iloc[0] == "ok 2"
 
 
@@ -299,36 +263,37 @@ def test_bad_prediction_file_names_line(run_root):
     rows = [PREDS[0], {k: v for k, v in PREDS[1].items() if k != "grounding"}]
     write_jsonl(path, rows)
     with pytest.raises(DataError, match=r"broken.jsonl:2: missing keys \['grounding'\]"):
-        metrics.compare_systems("demo", systems=["broken"])
+        scoring.compare_systems("demo", systems=["broken"])
     write_jsonl(path, [])
     with pytest.raises(DataError, match="no prediction records"):
         metrics.load_predictions(path)
 
 
 def test_collect_and_markdown(run_root):
-    out = metrics.collect("demo", k_worst=2)
-    assert set(out) == {"per_drug", "error_types", "worst_reports"}
+    out = scoring.collect("demo", k_worst=2)
+    assert set(out) == {"per_drug", "error_types", "worst_reports", "per_genre"}
+    assert out["per_genre"].empty  # no record carries a genre
     et = out["error_types"]
     row = et[(et["system"] == "x-lora") & (et["split"] == "test") & (et["field"] == "drugs")].iloc[0]
     assert (row["missed"], row["extra"], row["partial"]) == (2, 1, 1)
     assert len(out["worst_reports"]) == 8  # 2 per (split, system)
-    comp = metrics.compare_systems("demo", n_boot=20, seed=1)
-    md = metrics.comparison_markdown(comp, "demo", 20)
+    comp = scoring.compare_systems("demo", n_boot=20, seed=1)
+    md = tables.comparison_markdown(comp, "demo", 20)
     assert "## split `test`" in md and "## split `test_unseen`" in md
     assert "| x-lora | 4 | 0.38 | 0.33 | 0.35 | 0.57 [" in md
-    table = metrics.headline(comp)
-    assert list(table.columns[:6]) == ["split", "system", "n", "seed P", "seed R", "seed F1"]
+    table = tables.headline(comp)
+    assert list(table.columns[:6]) == ["split", "system", "n", "set-exact P", "set-exact R", "set-exact F1"]
 
 
 def test_markdown_table_escapes():
     df = pd.DataFrame({"a": ["x|y", "z"], "b": [0.12345, float("nan")]})
-    assert metrics.markdown_table(df, digits=2) == (
-        "| a | b |\n|---|---|\n| x\\|y | 0.12 |\n| z | – |\n")
+    assert tables.markdown_table(df, digits=2) == (
+        "| a | b |\n|---|---|\n| x\\|y | 0.12 |\n| z | - |\n")
 
 
 def test_plots_write_pngs(run_root, tmp_path):
-    comp = metrics.compare_systems("demo", n_boot=20, seed=1)
-    out = metrics.collect("demo")
+    comp = scoring.compare_systems("demo", n_boot=20, seed=1)
+    out = scoring.collect("demo")
     figs = {
         "f1.png": plots.f1_with_ci(comp, path=tmp_path / "f1.png"),
         "errors.png": plots.error_types(out["error_types"], path=tmp_path / "errors.png"),
@@ -344,9 +309,9 @@ def test_plots_write_pngs(run_root, tmp_path):
 
 
 def test_expected_systems():
-    assert metrics.expected_systems(["a", "b"]) == ["a-base", "a-lora", "b-base", "b-lora"]
+    assert scoring.expected_systems(["a", "b"]) == ["a-base", "a-lora", "b-base", "b-lora"]
     with pytest.raises(TypeError, match="list of model keys"):
-        metrics.expected_systems("a")
+        scoring.expected_systems("a")
 
 
 def test_paired_f1_difference():
@@ -367,21 +332,21 @@ def test_lora_gains(run_root):
     base = [pred(p["id"], p["gold"]["drugs"], p["gold"]["adverse_events"]) for p in PREDS]
     for split in ("test", "test_unseen"):
         write_jsonl(paths.predictions_file("demo", split, "x-base"), base)
-    g = metrics.lora_gains("demo", ["x", "absent"], n_boot=50, seed=1)
+    g = scoring.lora_gains("demo", ["x", "absent"], n_boot=50, seed=1)
     assert sorted(set(g["split"])) == ["test", "test_unseen"] and set(g["model"]) == {"x"}
-    row = g[(g["split"] == "test") & (g["score"] == "seed01")].iloc[0]
+    row = g[(g["split"] == "test") & (g["score"] == "set_exact")].iloc[0]
     assert row["base_f1"] == 0.0 and row["lora_f1"] == pytest.approx(6 / 17)
     assert row["gain"] == pytest.approx(6 / 17)
     ae = g[(g["split"] == "test") & (g["score"] == "adverse_events_relaxed")].iloc[0]
     assert ae["gain"] == pytest.approx(8 / 11) and ae["gain_lo"] > 0
-    md = metrics.comparison_markdown(metrics.compare_systems("demo", n_boot=10), "demo", 10, g)
+    md = tables.comparison_markdown(scoring.compare_systems("demo", n_boot=10), "demo", 10, g)
     assert "## LoRA - base" in md and "| test | x | +0.35 [" in md
     # the same reports in another order pair by id
     write_jsonl(paths.predictions_file("demo", "test", "x-base"), base[::-1])
-    g2 = metrics.lora_gains("demo", ["x"], n_boot=50, seed=1)
+    g2 = scoring.lora_gains("demo", ["x"], n_boot=50, seed=1)
     assert g2[g2["split"] == "test"]["gain"].tolist() == pytest.approx(
         g[g["split"] == "test"]["gain"].tolist())
     # different report sets cannot be paired
     write_jsonl(paths.predictions_file("demo", "test", "x-base"), base[:3])
     with pytest.raises(DataError, match="different reports"):
-        metrics.lora_gains("demo", ["x"], n_boot=10)
+        scoring.lora_gains("demo", ["x"], n_boot=10)

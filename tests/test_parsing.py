@@ -35,8 +35,8 @@ def test_fences_prose_and_trailing_text_are_repaired(raw):
 
 def test_seed01_schema_is_accepted():
     raw = json.dumps({"drug_name": "Lipitor", "adverse_events": ["muscle pain", "dark urine"]})
-    assert parse_output(raw) == (CANON, "seed01")
-    assert parse_output('{"drug_name": "", "adverse_events": []}') == ({"drugs": [], "adverse_events": []}, "seed01")
+    assert parse_output(raw) == (CANON, "study2023")
+    assert parse_output('{"drug_name": "", "adverse_events": []}') == ({"drugs": [], "adverse_events": []}, "study2023")
 
 
 def test_seed01_inside_prose_is_repaired_not_lost():

@@ -1,5 +1,5 @@
 """What the two baselines (lexicon matcher, encoder token classifier) share: character spans,
-prediction records in the LLMs' exact format (step 5), and a quick exact-match score.
+and prediction records in the LLMs' exact format (step 5); step 6 scores them like the LLMs'.
 
 The systems themselves live in `baselines_lexicon` and `baselines_encoder`."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 from . import paths
 from .io import DataError, write_jsonl
-from .schemas import FIELDS, LABELS, dedupe, gold, validate_prediction
+from .schemas import FIELDS, LABELS, dedupe, gold, gold_context, validate_prediction
 
 SYSTEMS = ("lexicon", "encoder")
 FIELD_OF = {"drug": "drugs", "adverse_event": "adverse_events"}
@@ -78,12 +78,12 @@ def prediction_record(report: dict[str, Any], spans: Sequence[Span], system: str
     parsed, grounding = spans_to_record(spans)
     rec = {"id": report["id"], "text": report["text"], "gold": gold(report),
            "raw": json.dumps(parsed, ensure_ascii=False), "parsed": parsed, "parse_ok": True,
-           "grounding": grounding, "parse_status": "ok", "system": system}
+           "grounding": grounding, "parse_status": "ok", "system": system, **gold_context(report)}
     return validate_prediction(rec, f"{system} prediction for {report['id']!r}")
 
 
-def write_predictions(run: str, split: str, system: str, reports: Sequence[dict[str, Any]],
-                      spans: Sequence[Sequence[Span]]) -> Path:
+def write_span_predictions(run: str, split: str, system: str, reports: Sequence[dict[str, Any]],
+                           spans: Sequence[Sequence[Span]]) -> Path:
     """Write a system's predictions for a split where step 5 writes the LLMs' (atomically)."""
     if len(reports) != len(spans):
         raise ValueError(f"{system}/{split}: {len(reports)} reports but {len(spans)} span lists")
@@ -91,30 +91,27 @@ def write_predictions(run: str, split: str, system: str, reports: Sequence[dict[
     return write_jsonl(paths.predictions_file(run, split, system), records)
 
 
-def _norm(s: str) -> str:
-    return " ".join(s.lower().split())
+def _negated_and_diseases(report: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """What the synthetic generator recorded as negated symptoms and as diseases treated."""
+    meta = report.get("meta", {})
+    negated = {x.lower() for x in meta.get("negated", [])}
+    diseases = {str(meta.get(k, "")).lower() for k in ("disease", "comed_disease")} - {""}
+    return negated, diseases
 
 
-def quick_scores(predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Micro precision/recall/F1 per field and over both, on case/space-normalized exact strings
-    (a first look; step 6 computes the study's metrics with intervals)."""
-    out: dict[str, float] = {"reports": float(len(predictions))}
-    totals = {"tp": 0, "pred": 0, "gold": 0}
-    for field in FIELDS:
-        tp = npred = ngold = 0
-        for p in predictions:
-            pred = {_norm(x) for x in (p["parsed"] or {}).get(field, [])}
-            ref = {_norm(x) for x in p["gold"][field]}
-            tp, npred, ngold = tp + len(pred & ref), npred + len(pred), ngold + len(ref)
-        out.update(_prf(field, tp, npred, ngold))
-        totals = {"tp": totals["tp"] + tp, "pred": totals["pred"] + npred,
-                  "gold": totals["gold"] + ngold}
-    out.update(_prf("all", totals["tp"], totals["pred"], totals["gold"]))
-    return out
-
-
-def _prf(name: str, tp: int, npred: int, ngold: int) -> dict[str, float]:
-    p = tp / npred if npred else 0.0
-    r = tp / ngold if ngold else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {f"{name}_precision": round(p, 4), f"{name}_recall": round(r, 4), f"{name}_f1": round(f, 4)}
+def context_errors(reports: Sequence[dict[str, Any]],
+                   predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Why a context-blind system adds events: its false-positive events sorted into negated
+    symptoms, diseases treated and other (from the reports' generator `meta`), and the events it missed."""
+    fp = {"negated symptom": 0, "disease treated": 0, "other": 0}
+    missed = 0
+    for rep, p in zip(reports, predictions):
+        negated, diseases = _negated_and_diseases(rep)
+        gold_ae = {x.lower() for x in p["gold"]["adverse_events"]}
+        found = {x.lower() for x in (p["parsed"] or {}).get("adverse_events", [])}
+        for a in found - gold_ae:
+            kind = ("negated symptom" if any(a in n or n in a for n in negated) else
+                    "disease treated" if any(a in d or d in a for d in diseases) else "other")
+            fp[kind] += 1
+        missed += len(gold_ae - found)
+    return {"false_positives": fp, "missed": missed}

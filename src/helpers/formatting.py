@@ -42,7 +42,7 @@ def carve_val(reports: Sequence[dict[str, Any]], seed: int, fraction: float = 0.
 
 
 def load_splits(files: dict[str, Path | None], seed: int) -> dict[str, list[dict[str, Any]]]:
-    """Load train/val reports (canonical JSONL or seed-01 JSON), carving val from train if it has no file;
+    """Load train/val reports (canonical JSONL or 2023-study JSON), carving val from train if it has no file;
     report ids must be unique across the splits."""
     for split, path in files.items():
         if path is not None and not Path(path).exists():

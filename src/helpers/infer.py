@@ -3,7 +3,8 @@
 A prediction record (STUDY.md section 2, `schemas.PREDICTION_KEYS`) holds the report, its gold
 record, the model's raw text, the parsed record (snapped to the report's own text by default,
 see `grounding`), the parse status and the grounding of every predicted string, plus `system`,
-`model`, `adapter`, `n_new_tokens`, `finish_reason` and `constrained`, so any tool can rescore it.
+`model`, `adapter`, `n_new_tokens`, `finish_reason` and `constrained`, and the report's gold
+`gold_spans` and `genre` where it has them (`schemas.gold_context`), so any tool can rescore it.
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from . import paths
 from .grounding import DEFAULT_FUZZY_THRESHOLD, ground_prediction, snap_record
 from .io import finish_publish, write_jsonl
 from .parsing import parse_output
-from .schemas import gold, validate_prediction
+from .schemas import gold, gold_context, validate_prediction
 from .templates import encode, render_prompt
 
 VARIANTS = ("base", "lora")
-ADAPTER_FILES = ("adapter_config.json",)
+ADAPTER_CONFIG = "adapter_config.json"   # its presence marks a finished step-4 adapter
 
 
 def system_name(model: str, variant: str) -> str:
@@ -46,10 +47,9 @@ def adapter_dir(run: str, model: str) -> Path:
     """The step-4 adapter folder of a run and model; a clear error when it is not there."""
     folder = paths.model_dir(run, model)
     finish_publish(folder)  # an interrupted publish is completed first: never half old, half new
-    missing = [f for f in ADAPTER_FILES if not (folder / f).exists()]
-    if missing:
+    if not (folder / ADAPTER_CONFIG).exists():
         raise FileNotFoundError(f"no LoRA adapter for model {model!r} in run {run!r}: "
-                                f"{paths.rel(folder)} lacks {', '.join(missing)} (run 04_finetune first)")
+                                f"{paths.rel(folder)} lacks {ADAPTER_CONFIG} (run 04_finetune first)")
     return folder
 
 
@@ -128,7 +128,7 @@ def make_record(report: dict[str, Any], raw: str, n_new_tokens: int, finish_reas
            "parsed": final, "parse_ok": parsed is not None, "parse_status": status,
            "parsed_unsnapped": parsed, "snapped": bool(snap), "grounding": grounding,
            "system": system, "model": model, "adapter": adapter, "constrained": constrained or False,
-           "n_new_tokens": n_new_tokens, "finish_reason": finish_reason}
+           "n_new_tokens": n_new_tokens, "finish_reason": finish_reason, **gold_context(report)}
     return validate_prediction(rec, f"prediction for report {report['id']!r}")
 
 
@@ -191,7 +191,7 @@ def summarize(records: Sequence[dict[str, Any]], seconds: float | None = None) -
     return row
 
 
-def write_predictions(records: Sequence[dict[str, Any]], run: str, split: str, system: str) -> Path:
+def write_predictions(run: str, split: str, system: str, records: Sequence[dict[str, Any]]) -> Path:
     """Write records (validated) to paths.predictions_file(run, split, system), atomically."""
     for r in records:
         validate_prediction(r, f"prediction {r.get('id')!r} of {system}/{split}")

@@ -4,7 +4,7 @@
 (items stripped, empties dropped, repeats removed) or None. Statuses, best first:
 
 - `ok`        the output is exactly one JSON object of the canonical schema;
-- `seed01`    the same, but in the earlier study's schema (`drug_name` becomes `drugs`);
+- `study2023` the same, but in the earlier study's schema (`drug_name` becomes `drugs`);
 - `repaired`  JSON found after repair: code fences, leading prose, trailing text, single quotes,
               trailing commas, Python literals (None/True) or a string instead of a list;
 - `truncated` the output stopped mid-JSON (token cap): complete items kept, the cut one dropped;
@@ -23,7 +23,7 @@ from typing import Any
 from .io import scrub_surrogates
 from .schemas import FIELDS, dedupe
 
-PARSED_STATUSES = ("ok", "seed01", "repaired", "truncated")
+PARSED_STATUSES = ("ok", "study2023", "repaired", "truncated")
 FAILED_STATUSES = ("no_json", "invalid_json", "bad_schema")
 STATUSES = PARSED_STATUSES + FAILED_STATUSES
 
@@ -66,7 +66,7 @@ def _as_list(value: Any, key: str) -> list[str]:
 
 
 def normalize_record(obj: Any) -> tuple[dict[str, list[str]], bool, bool]:
-    """Map a decoded object to the canonical record; returns (record, used_seed01_key, coerced).
+    """Map a decoded object to the canonical record; returns (record, used_2023_study_key, coerced).
 
     Raises _SchemaError when the object carries none of the known keys or a value of the wrong type."""
     if not isinstance(obj, dict):
@@ -74,14 +74,14 @@ def normalize_record(obj: Any) -> tuple[dict[str, list[str]], bool, bool]:
     lower = {str(k).strip().lower(): v for k, v in obj.items()}
     spelled = {str(k).strip().lower(): k for k in obj}
     record: dict[str, list[str]] = {}
-    seed01 = coerced = False
+    old_schema = coerced = False
     for field in FIELDS:
         key = next((k for k in KEY_ALIASES[field] if k in lower), None)
         if key is None:
             record[field] = []
             continue
         value = lower[key]
-        seed01 |= key == "drug_name"
+        old_schema |= key == "drug_name"
         native = isinstance(value, list) or key == "drug_name" and (value is None or isinstance(value, str))
         coerced |= key not in (field, "drug_name") or spelled[key] != key or not native
         record[field] = _as_list(value, key)
@@ -89,7 +89,7 @@ def normalize_record(obj: Any) -> tuple[dict[str, list[str]], bool, bool]:
         raise _SchemaError(f"none of the keys {list(KEY_ALIASES)} (got {sorted(lower)[:5]})")
     for field in FIELDS:
         record[field] = dedupe(s.strip() for s in record[field] if s.strip())
-    return record, seed01, coerced
+    return record, old_schema, coerced
 
 
 def _loads_lenient(chunk: str) -> Any:
@@ -241,13 +241,13 @@ def _parse(raw: str) -> tuple[dict[str, list[str]] | None, str]:
                 continue
             lenient = True
         try:
-            record, seed01, coerced = normalize_record(obj)
+            record, old_schema, coerced = normalize_record(obj)
         except _SchemaError:
             schema_problem = True
             continue
         if extracted or lenient or coerced:
             return record, "repaired"
-        return record, "seed01" if seed01 else "ok"
+        return record, "study2023" if old_schema else "ok"
     for chunk in truncated:
         closed_chunk = _close_truncated(chunk)
         if closed_chunk is None:

@@ -1,4 +1,4 @@
-"""Every file location of the study, defined once (STUDY.md section 2)."""
+"""Every file location of the study, defined once."""
 from __future__ import annotations
 
 import os
@@ -42,6 +42,22 @@ def http_cache_dir() -> Path:
 # step 2: synthetic reports
 def synthetic_dir(run: str) -> Path:
     return data_dir() / "synthetic" / run
+
+
+# the hand-written test set (shipped, scored as the split `handwritten`)
+HANDWRITTEN_SPLIT = "handwritten"
+
+
+def handwritten_file() -> Path:
+    """Reports written by hand across genres, labelled with spans; never generated."""
+    return data_dir() / "handwritten" / "reports.jsonl"
+
+
+def split_file(run: str, split: str) -> Path:
+    """Where a test split's reports are: the hand-written set, else the run's synthetic split."""
+    if split == HANDWRITTEN_SPLIT:
+        return handwritten_file()
+    return synthetic_dir(run) / f"{split}.jsonl"
 
 
 # step 3: per-model chat data

@@ -157,7 +157,7 @@ def run(profile_name: str, models: list[str] | None = None, start: str | None = 
 
 def _prepare_test_file(test_file: str) -> str:
     """Check a user test file in seconds, before any step runs, and give it a split name of its
-    own: every format (canonical JSONL, seed-01 JSON, a CADEC folder, an ADE `DRUG-AE.rel`) is
+    own: every format (canonical JSONL, 2023-study JSON, a CADEC folder, an ADE `DRUG-AE.rel`) is
     validated and written as canonical JSONL to data/external/user-<name>.jsonl, which the
     notebooks read. Bad input exits with one line `file:line: what is wrong`."""
     import json
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="start", help="rerun from this step on (e.g. 04 or finetune)")
     ap.add_argument("--force", action="store_true", help="rerun every step")
     ap.add_argument("--test-file", help="also infer and evaluate on this file (canonical JSONL, "
-                    "seed-01 JSON, a CADEC folder or an ADE DRUG-AE.rel)")
+                    "2023-study JSON, a CADEC folder or an ADE DRUG-AE.rel)")
     ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="    %(message)s")

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from .io import atomic_path
 from .schemas import FIELDS
 
-FIELD_TITLES = {"drugs": "drugs", "adverse_events": "adverse events"}
+FIELD_TITLES = {"drugs": "drugs", "adverse_events": "adverse events", "spans_drug": "drug spans",
+                "spans_adverse_event": "adverse-event spans", "spans_all": "all spans"}
 ERROR_COLORS = {"missed": "#d62728", "extra": "#ff7f0e", "partial": "#bcbd22"}
 
 

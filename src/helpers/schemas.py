@@ -1,5 +1,5 @@
-"""The data contracts of STUDY.md sections 1-2, defined once: drug records, reports, predictions,
-and the lossless bridge to the earlier study's (seed 01) {input, output} format."""
+"""The data contracts, defined once: drug records, reports, predictions, and the bridge to the
+2023-study format (the earlier 2023 study's {"input", "output"} records)."""
 from __future__ import annotations
 
 import json
@@ -105,6 +105,8 @@ def validate_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any
         raise DataError(f"{where}: 'text' has {len(rec['text'])} characters, over the "
                         f"{MAX_REPORT_CHARS} a report may have")
     _check_labels(rec, where)
+    if "genre" in rec and (not isinstance(rec["genre"], str) or not rec["genre"].strip()):
+        raise DataError(f"{where}: 'genre' must be a non-empty string")
     _check_spans(rec, where)
     return rec
 
@@ -112,6 +114,18 @@ def validate_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any
 def gold(rec: dict[str, Any]) -> dict[str, list[str]]:
     """The extraction target of a report: the canonical record."""
     return {"drugs": list(rec["drugs"]), "adverse_events": list(rec["adverse_events"])}
+
+
+def gold_context(rec: dict[str, Any]) -> dict[str, Any]:
+    """What a prediction record carries besides the gold strings, so step 6 can score from
+    prediction files alone: the gold character spans and the report's genre, where it has them."""
+    out: dict[str, Any] = {}
+    if "spans" in rec:
+        out["gold_spans"] = [{"label": s["label"], "start": s["start"], "end": s["end"]}
+                             for s in rec["spans"]]
+    if rec.get("genre"):
+        out["genre"] = rec["genre"]
+    return out
 
 
 def answer_json(rec: dict[str, Any]) -> str:
@@ -124,6 +138,7 @@ PREDICTION_KEYS = ("id", "text", "gold", "raw", "parsed", "parse_ok", "grounding
 
 
 def validate_prediction(rec: dict[str, Any], where: str = "prediction") -> dict[str, Any]:
+    """Check a prediction record has the keys step 6 scores from; raise DataError naming `where`."""
     missing = [k for k in PREDICTION_KEYS if k not in rec]
     if missing:
         raise DataError(f"{where}: missing keys {missing}")
@@ -132,9 +147,11 @@ def validate_prediction(rec: dict[str, Any], where: str = "prediction") -> dict[
     return rec
 
 
-# ---- seed 01 compatibility --------------------------------------------------------------------
-def _seed01_labels(out: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
-    """(drugs, adverse_events) of a seed-01 output object; wrong types raise, never drop."""
+# ---- the 2023-study format ---------------------------------------------------------------------
+STUDY_2023_ID_PREFIX = "study2023"
+
+def _study2023_labels(out: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """(drugs, adverse_events) of a 2023-study output object; wrong types raise, never drop."""
     if "drug_name" in out and "drugs" in out:
         raise DataError(f"{where}: 'output' has both 'drug_name' and 'drugs'")
     key = "drug_name" if "drug_name" in out else "drugs"
@@ -160,8 +177,9 @@ def _seed01_labels(out: dict[str, Any], where: str) -> tuple[list[str], list[str
     return drugs, list(events)
 
 
-def from_seed01(item: dict[str, Any], idx: int, where: str = "seed-01 record") -> dict[str, Any]:
-    """Seed 01's {"input", "output": "{\\"drug_name\\", \\"adverse_events\\"}"} -> canonical report."""
+def from_2023_study(item: dict[str, Any], idx: int,
+                    where: str = "2023-study record") -> dict[str, Any]:
+    """A 2023-study record {"input", "output": "{\\"drug_name\\", \\"adverse_events\\"}"} -> canonical report."""
     if not isinstance(item, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(item).__name__}")
     if "input" not in item or "output" not in item:
@@ -179,32 +197,32 @@ def from_seed01(item: dict[str, Any], idx: int, where: str = "seed-01 record") -
             raise DataError(f"{where}: 'output' JSON nested too deeply") from None
     if not isinstance(out, dict):
         raise DataError(f"{where}: 'output' must be a JSON object")
-    drugs, events = _seed01_labels(out, where)
-    rec = {"id": str(item.get("id", f"seed01-{idx:05d}")), "text": item["input"],
+    drugs, events = _study2023_labels(out, where)
+    rec = {"id": str(item.get("id", f"{STUDY_2023_ID_PREFIX}-{idx:05d}")), "text": item["input"],
            "drugs": drugs, "adverse_events": events}
     return validate_report(rec, where)
 
 
-def to_seed01(rec: dict[str, Any]) -> dict[str, Any]:
-    """Canonical report -> seed 01 record (drugs[0] becomes drug_name; output is a JSON string)."""
+def to_2023_study(rec: dict[str, Any]) -> dict[str, Any]:
+    """Canonical report -> 2023-study record (drugs[0] becomes drug_name; output is a JSON string)."""
     drugs = rec.get("drugs") or []
     out = {"drug_name": drugs[0] if drugs else "", "adverse_events": list(rec["adverse_events"])}
     return {"input": rec["text"], "output": json.dumps(out, ensure_ascii=False)}
 
 
 def load_reports_located(path: Path | str) -> list[tuple[str, dict[str, Any]]]:
-    """(`file:line`, report) for every report of a canonical JSONL file or a seed-01 JSON list
+    """(`file:line`, report) for every report of a canonical JSONL file or a 2023-study JSON list
     (or JSONL), validated; an error names the file, the line and what is wrong."""
     path = Path(path)
     rows = read_jsonl_numbered(path) if path.suffix == ".jsonl" else read_json_list_numbered(path)
     first = rows[0][1] if rows else None
-    seed01 = isinstance(first, dict) and "input" in first and "text" not in first
-    check = (lambda r, i, w: from_seed01(r, i, w)) if seed01 else (lambda r, i, w: validate_report(r, w))
+    old_format = isinstance(first, dict) and "input" in first and "text" not in first
+    check = (lambda r, i, w: from_2023_study(r, i, w)) if old_format else (lambda r, i, w: validate_report(r, w))
     return [(f"{path}:{n}", check(r, i, f"{path}:{n}")) for i, (n, r) in enumerate(rows)]
 
 
 def load_reports(path: Path | str) -> list[dict[str, Any]]:
-    """Load test or training reports from canonical JSONL or a seed-01 JSON list, validated."""
+    """Load test or training reports from canonical JSONL or a 2023-study JSON list, validated."""
     return [rec for _, rec in load_reports_located(path)]
 
 
