@@ -79,7 +79,7 @@ def test_1000_fuzzed_outputs_get_a_status_and_are_written(tmp_path, monkeypatch)
         assert rec["parse_status"] in parsing.STATUSES
         assert rec["parse_ok"] == (rec["parse_status"] in parsing.PARSED_STATUSES)
         records.append(rec)
-    path = infer.write_predictions(records, "fuzz", "test", "fuzz-lora")
+    path = infer.write_predictions("fuzz", "test", "fuzz-lora", records)
     back = io.read_jsonl(path)
     assert len(back) == len(raws) == 1200
     assert path == paths.predictions_file("fuzz", "test", "fuzz-lora")
@@ -124,7 +124,7 @@ def test_escaped_lone_surrogate_parses_and_writes(tmp_path, monkeypatch):
     parsed, status = parsing.parse_output(raw)
     assert status == "ok" and parsed["adverse_events"] == ["rash \ufffd"]
     rec = infer.make_record(REPORT, raw + "\ud800", 5, "stop", "s-lora", "s", None, False)
-    path = infer.write_predictions([rec], "run", "test", "s-lora")
+    path = infer.write_predictions("run", "test", "s-lora", [rec])
     assert io.read_jsonl(path)[0]["parsed"]["adverse_events"] == ["rash \ufffd"]
 
 
