@@ -62,13 +62,14 @@ def as_report(obj: Any, default_id: str, where: str) -> dict[str, Any]:
 
 
 def read_lines(lines: Iterable[str], name: str, stem: str, out: Inputs) -> None:
-    """JSON-lines or plain-text lines: a line starting with `{` is a record, any other line a report."""
+    """JSON-lines or plain-text lines: a line starting with `{` or `[` is JSON (a record), any other
+    line is the text of one report."""
     for n, line in enumerate(lines, 1):
         text = line.strip()
         if not text:
             continue
         where, default_id = f"{name}:{n}", f"{stem}-{n}"
-        if not text.startswith("{"):
+        if not text.startswith(("{", "[")):
             out.add({"id": default_id, "text": text, "drugs": [], "adverse_events": []}, where)
             continue
         try:
