@@ -32,7 +32,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em a
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+text-align:right;white-space:nowrap}th{background:#f3f3f3;white-space:normal}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 .example{border:1px solid #ccc;border-radius:4px;padding:.5em .8em;margin:.6em 0;font-size:.9em}
 .missed{color:#b00}.extra{color:#c60}.partial{color:#886f00}.meta{color:#666;font-size:.85em}
@@ -169,7 +169,8 @@ def build_html(run: str) -> str:
         comparison = comparison[~comparison["unsnapped"].astype(bool)]
     gains_csv = folder / "lora_gains.csv"
     gains = pd.read_csv(gains_csv) if gains_csv.exists() else None
-    rates = comparison[["split", "system", "n", "invented_drug_rate", "grounding_rate", "parse_fail_rate"]]
+    rates = comparison[["split", "system", "n", "invented_drug_rate", "grounding_rate", "parse_fail_rate"]].rename(
+        columns={"invented_drug_rate": "invented drug", "grounding_rate": "grounded", "parse_fail_rate": "parse fail"})
     body = [f"<h1>Drugs and adverse events extracted by fine-tuned LLMs — run <code>{html.escape(run)}</code></h1>",
             f"<p class='meta'>Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
             f"{html.escape(paths.rel(folder))}/ and {html.escape(paths.rel(paths.predictions_dir(run)))}/. "
