@@ -111,7 +111,7 @@ def main() -> None:
     rows = [row("hf (transformers, adapter merged)", hf_records, hf_s, agree_with_hf=1.0),
             row(f"vllm {vl['vllm']} (LoRA per request)", vl["records"], vl["seconds"],
                 agree_with_hf=round(same / len(reports), 3), engine_start_s=round(vl["engine_s"], 1))]
-    install = Path(args.vllm_python).resolve().parents[1] / "install_seconds"
+    install = Path(args.vllm_python).parent.parent / "install_seconds"   # the venv, not its interpreter
     table = pd.DataFrame(rows)
     print(f"\n{len(reports)} reports of {args.run}/{args.split}, {args.model} + LoRA, constrained={args.constrained}, "
           f"at most {args.max_new_tokens} new tokens (vLLM spans: raised to the grammar's bound), "

@@ -66,6 +66,9 @@ def test_gguf_of_a_tuned_smollm2_matches_the_merged_model(tmp_path, monkeypatch)
     assert ours.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_F16)
 
     result = export.verify("t", MODEL, gguf_file, reports(20, 60), n_logits=5, n_greedy=20, merged=merged)
-    assert result["logits"]["reports"] == 5 and result["logits"]["max_abs_logit_diff"] < 1e-3
+    # F16 from 16-bit merged weights: every weight comes back bit for bit; logits differ only by the
+    # float32 summation order of two separately allocated models (measured: 0.0 to ~0.01 on logits ~20)
+    assert result["weights"]["same_names"] and result["weights"]["max_abs_weight_diff"] == 0.0
+    assert result["logits"]["reports"] == 5 and result["logits"]["max_abs_logit_diff"] < 0.05
     assert result["logits"]["argmax_agreement"] == 1.0
     assert result["greedy"]["reports"] == 20 and result["greedy"]["equal"] == 20, result["greedy"]

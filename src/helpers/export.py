@@ -214,6 +214,16 @@ def load_gguf_model(path: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
 
 
+def compare_weights(a: Any, b: Any) -> dict[str, Any]:
+    """Largest absolute difference between the two models' parameters (0.0: the file is exact)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return {"same_names": False, "only_in_first": sorted(set(sa) - set(sb))[:5],
+                "only_in_second": sorted(set(sb) - set(sa))[:5]}
+    worst = max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa)
+    return {"same_names": True, "tensors": len(sa), "max_abs_weight_diff": worst}
+
+
 def compare_logits(a: Any, b: Any, tokenizer: Any, spec: Any, texts: Sequence[str]) -> dict[str, float]:
     """Largest absolute logit difference of two models over the prompts of `texts`, and argmax agreement."""
     import torch
@@ -259,7 +269,8 @@ def verify(run: str, model: str, gguf_file: Path, reports: Sequence[dict[str, An
     ref = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
     back = load_gguf_model(gguf_file).eval()
     tokenizer = models.load_tokenizer(model)
-    result = {"logits": compare_logits(ref, back, tokenizer, spec, [r["text"] for r in reports[:n_logits]])}
+    result = {"weights": compare_weights(ref, back),
+              "logits": compare_logits(ref, back, tokenizer, spec, [r["text"] for r in reports[:n_logits]])}
     settings, _ = run_settings(run, model)
     settings = {k: v for k, v in settings.items() if k != "batch_size"}
     result["greedy"] = compare_greedy(ref, back, tokenizer, spec, list(reports[:n_greedy]), **settings)
