@@ -91,8 +91,6 @@ def main() -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.constrained == "off":
-        args.constrained = "false"
     if args.worker:
         return worker(args)
     if not args.vllm_python:
