@@ -72,3 +72,17 @@ def test_gguf_of_a_tuned_smollm2_matches_the_merged_model(tmp_path, monkeypatch)
     assert result["logits"]["reports"] == 5 and result["logits"]["max_abs_logit_diff"] < 0.05
     assert result["logits"]["argmax_agreement"] == 1.0
     assert result["greedy"]["reports"] == 20 and result["greedy"]["equal"] == 20, result["greedy"]
+
+
+@pytest.mark.parametrize("quant", export.QUANTS)
+def test_tensor_types_norms_stay_float32_and_q8_0_dequantizes_close(quant):
+    import gguf
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 64)).astype(np.float32)
+    data, qtype = export._encode_tensor(w, quant)
+    assert qtype.name == quant.upper()
+    np.testing.assert_allclose(gguf.quants.dequantize(data, qtype).reshape(w.shape), w,
+                               atol=0.02 if quant == "q8_0" else 1e-3)
+    norm, ntype = export._encode_tensor(w[0], quant)
+    assert ntype == gguf.GGMLQuantizationType.F32 and norm.dtype == np.float32
