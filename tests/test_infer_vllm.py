@@ -47,14 +47,59 @@ def test_sampling_is_greedy_stops_at_end_of_turn_and_carries_the_schema(smol):
     schema = kw["structured_outputs"]["json"]
     assert schema["required"] == ["drugs", "adverse_events"] and schema["additionalProperties"] is False
     assert "structured_outputs" not in infer_vllm.sampling_kwargs(stops, 64, False)
-    with pytest.raises(ValueError, match="only on the transformers backend"):
+    with pytest.raises(ValueError, match="needs the report text"):
         infer_vllm.sampling_kwargs(stops, 64, "spans")
+
+
+def test_spans_sampling_carries_the_report_grammar_and_a_cap_the_longest_record_fits(smol):
+    spec, tok = smol
+    text = REPORTS[0]["text"]
+    kw = infer_vllm.sampling_kwargs(infer.stop_token_ids(tok, spec), 96, "spans", text)
+    grammar = kw["structured_outputs"]["grammar"]
+    assert json.dumps({"substring_words": text}) in grammar and "%llguidance" in grammar
+    assert '{0,3}' in grammar and '{0,7}' in grammar     # at most 4 drugs and 8 events
+    assert kw["max_tokens"] == infer_vllm.spans_max_tokens(text) > 96
+
+
+def _longest_record(span: str) -> str:
+    return json.dumps({f: [span] * k for f, k in infer_vllm.MAX_ITEMS.items()}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("text", ["word " * 30, "Übelkeit und Schwindel nach Ibuprofen, " * 3])
+def test_spans_token_cap_covers_the_longest_record_in_bytes(text):
+    # the longest record the grammar allows: every list full of strings of the longest byte length;
+    # a token writes at least one byte, so its bytes (+1 stop token) bound the tokens it can take
+    chars = infer_vllm.SPAN_MAX_CHARS
+    widest = max((text[i:i + chars] for i in range(len(text) - chars + 1)), key=lambda s: len(s.encode()))
+    record = _longest_record(widest)
+    assert infer_vllm.spans_max_tokens(text) == len(record.encode("utf-8")) + 1
+    assert infer_vllm.longest_span_bytes("abc", chars) == 3
+
+
+def test_spans_predict_sends_one_grammar_per_report(smol):
+    spec, tok = smol
+    llm = FakeLLM([('{"drugs": ["Lipitor"], "adverse_events": []}', 12, "stop"),
+                   ('{"drugs": [], "adverse_events": ["headaches"]}', 12, "stop")])
+    recs = infer_vllm.predict(llm, tok, spec, REPORTS, constrained="spans", sampling=lambda kw: kw,
+                              lora=lambda p: None)
+    params = llm.calls[0][1]
+    assert isinstance(params, list) and len(params) == 2
+    assert [json.dumps({"substring_words": r["text"]}) in p["structured_outputs"]["grammar"]
+            for r, p in zip(REPORTS, params)] == [True, True]
+    assert [r["constrained"] for r in recs] == ["spans", "spans"]
 
 
 def test_engine_enables_lora_only_with_an_adapter():
     assert "enable_lora" not in infer_vllm.engine_kwargs("m", None, seed=13)
     kw = infer_vllm.engine_kwargs("m", "artifacts/models/cpu/x", seed=13, lora_rank=32)
     assert kw["enable_lora"] and kw["max_lora_rank"] == 32 and kw["seed"] == 13
+    assert kw["structured_outputs_config"] == {"backend": "guidance"}   # llguidance: substring rules
+
+
+def test_cpu_engine_runs_float32_without_gpu_settings():
+    kw = infer_vllm.engine_kwargs("m", None, seed=13, device="cpu")
+    assert kw["dtype"] == "float32" and "gpu_memory_utilization" not in kw
+    assert infer_vllm.engine_kwargs("m", None, seed=13)["dtype"] == "auto"
 
 
 def test_predict_sends_token_ids_and_makes_the_same_records(smol):

@@ -152,6 +152,8 @@ def run(profile_name: str, models: list[str] | None = None, start: str | None = 
         return 0
     print(f"\nall steps finished in {time.time() - t_all:.0f} s\n")
     _report(runname)
+    from .report import write_report  # the results page for people who do not open notebooks
+    print(f"{'results page':>28}: {paths.rel(write_report(runname))}")
     return 0
 
 
