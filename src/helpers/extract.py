@@ -2,7 +2,7 @@
 
     python -m helpers.extract --model RUN/MODEL INPUT [-o predictions.jsonl]
 
-INPUT is a canonical `.jsonl` (`{"id", "text", ...}`; labels optional) or seed-01 `.jsonl`/`.json`,
+INPUT is a canonical `.jsonl` (`{"id", "text", ...}`; labels optional) or 2023-study-format `.jsonl`/`.json`,
 a `.txt` file (one report per line), `-` for stdin (one report per line, or JSON lines), a CADEC
 folder (`text/` + `original/`), an ADE Corpus `DRUG-AE.rel` file, or a folder of `.txt` (one
 report per file) and `.jsonl` files. The records are the ones `05_infer` writes (same prompts,
@@ -43,13 +43,13 @@ class Inputs:
 
 # ---- reading reports ----------------------------------------------------------------------------
 def as_report(obj: Any, default_id: str, where: str) -> dict[str, Any]:
-    """A canonical report from a JSON object (canonical or seed-01); labels are optional."""
-    from .schemas import from_seed01, validate_report
+    """A canonical report from a JSON object (canonical or 2023-study format); labels are optional."""
+    from .schemas import from_2023_study, validate_report
 
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}")
     if "text" not in obj and "input" in obj:
-        return from_seed01(obj, 0, where) | {"id": str(obj.get("id", default_id))}
+        return from_2023_study(obj, 0, where) | {"id": str(obj.get("id", default_id))}
     rec = dict(obj)
     rec.setdefault("id", default_id)
     rec["id"] = str(rec["id"])
@@ -81,7 +81,7 @@ def read_lines(lines: Iterable[str], name: str, stem: str, out: Inputs) -> None:
 
 
 def read_json_list(path: Path, out: Inputs) -> None:
-    """A seed-01 (or canonical) JSON list, one report per item."""
+    """A 2023-study-format (or canonical) JSON list, one report per item."""
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records")

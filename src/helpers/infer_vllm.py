@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .grounding import DEFAULT_FUZZY_THRESHOLD
-from .constrained import FIELD_ORDER
+from .schemas import FIELDS
 from .infer import constrained_mode, make_record, stop_token_ids
 from .templates import encode, render_prompt
 
@@ -93,7 +93,7 @@ def spans_grammar(text: str, max_chars: int = SPAN_MAX_CHARS, max_items: dict[st
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, not {max_chars}")
     lists = []
-    for f in FIELD_ORDER:
+    for f in FIELDS:
         k = max_items[f]
         lists.append(f'list_{f}: (item (", " item){{0,{k - 1}}})?' if k > 0 else f'list_{f}: ""')
     span = rf'/\w([^"\\\x00-\x1f]{{0,{max_chars - 2}}}\w)?/' if max_chars > 1 else r"/\w/"
@@ -123,7 +123,7 @@ def spans_max_tokens(text: str, max_chars: int = SPAN_MAX_CHARS, max_items: dict
     token: every token writes at least one byte, so the record's longest length in bytes bounds them."""
     skeleton = len('{"drugs": [], "adverse_events": []}')
     span = longest_span_bytes(text, max_chars)
-    items = sum(k * (span + 2) + max(0, k - 1) * 2 for k in (max_items[f] for f in FIELD_ORDER))
+    items = sum(k * (span + 2) + max(0, k - 1) * 2 for k in (max_items[f] for f in FIELDS))
     return skeleton + items + 1
 
 
