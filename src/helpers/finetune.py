@@ -312,11 +312,21 @@ def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str]:
 
 
 def train_dtype(device: str) -> Any:
-    """float32 on CPU; bfloat16 on a GPU that has it, else float16 (T4)."""
+    """float32 on CPU; on a GPU the load plan's dtype: bfloat16 from compute capability 8, else
+    float16 (a T4; torch's is_bf16_supported() also says yes there, through slow emulation)."""
     import torch
+
+    from . import models
     if not device.startswith("cuda"):
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, models.compute_dtype(models.detect_device()))
+
+
+def hf_plan(spec: Any) -> Any:
+    """How the hf backend loads the base on this machine (helpers.models.load_plan): CPU float32;
+    CUDA bf16/fp16, the paper models in bitsandbytes 4-bit (QLoRA)."""
+    from . import models
+    return models.load_plan(spec.key, models.detect_device())
 
 
 def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
@@ -327,7 +337,11 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
     from . import models
 
     tokenizer = models.load_tokenizer(spec.key)
-    model = models.load_model(spec.key, dtype=train_dtype(device), device=device)
+    plan = hf_plan(spec)
+    model = models.load_planned(plan)
+    if plan.quantization:                     # QLoRA: norms in float32, inputs that carry gradients
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -346,8 +360,9 @@ def build_unsloth(spec: Any, cfg: FinetuneConfig) -> tuple[Any, Any]:
 
     from . import models
 
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=spec.unsloth_id, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
+    with models.hub_errors(spec.key, spec.unsloth_id):
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=spec.unsloth_id, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
     tokenizer = models.set_padding_side(models.prepare_tokenizer(tokenizer, spec), "training")
     model = FastLanguageModel.get_peft_model(
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -601,6 +616,16 @@ def _device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
+def _base_stats(backend: str, spec: Any, device: str) -> dict[str, Any]:
+    """The trained base for trainer_stats.json: which weights, and 4-bit or the float dtype."""
+    if backend == "unsloth":
+        return {"base_model": spec.unsloth_id, "quantization": "bnb-4bit"}
+    plan = hf_plan(spec)
+    if plan.quantization:
+        return {"base_model": plan.weights, "quantization": plan.quantization}
+    return {"base_model": spec.hub_id, "quantization": str(train_dtype(device)).replace("torch.", "")}
+
+
 def _tokens_at(checkpoint: Path | None) -> int:
     if checkpoint is None:
         return 0
@@ -682,8 +707,7 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
         "model": cfg.model, "run": cfg.run, "backend": backend, "backend_reason": reason,
         "device": mem.get("gpu_name", "cpu") if on_cuda else "cpu",
         "world_size": world, "torch_threads": torch.get_num_threads(),
-        "base_model": spec.unsloth_id if backend == "unsloth" else spec.hub_id,
-        "quantization": "bnb-4bit" if backend == "unsloth" else str(train_dtype(device)).replace("torch.", ""),
+        **_base_stats(backend, spec, device),
         "n_train": len(train_tok), "n_val": len(val_tok),
         "steps": int(state.global_step), "max_steps": int(state.max_steps),
         "epochs": round(float(state.epoch or 0), 4),
