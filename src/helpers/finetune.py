@@ -218,10 +218,8 @@ def choose_backend(requested: str, spec: Any) -> tuple[str, str]:
     if requested == "unsloth":
         if not cuda:
             raise RuntimeError("backend 'unsloth' needs a CUDA GPU; use backend 'hf' (or 'auto') on this machine")
-        if not spec.unsloth_id:
-            raise RuntimeError(f"{spec.key} has no Unsloth 4-bit id in the registry; use backend 'hf'")
         _import_unsloth()
-        return "unsloth", "asked for"
+        return "unsloth", "asked for" + ("" if spec.unsloth_id else " (the plain copy, quantized to 4-bit on load)")
     if not cuda:
         return "hf", "no CUDA GPU"
     if not spec.unsloth_id:
@@ -354,15 +352,17 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
 
 
 def build_unsloth(spec: Any, cfg: FinetuneConfig) -> tuple[Any, Any]:
-    """Unsloth's 4-bit model (spec.unsloth_id) + its LoRA, with the same r/alpha/dropout/targets."""
+    """Unsloth's 4-bit model (spec.unsloth_id; an offline model's plain copy when asked for) + its LoRA,
+    with the same r/alpha/dropout/targets."""
     _import_unsloth()
     from unsloth import FastLanguageModel
 
     from . import models
 
-    with models.hub_errors(spec.key, spec.unsloth_id):
+    source = spec.unsloth_id or str(models.plain_copy(spec.key))   # offline models: quantized on load
+    with models.hub_errors(spec.key, source):
         model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=spec.unsloth_id, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
+            model_name=source, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
     tokenizer = models.set_padding_side(models.prepare_tokenizer(tokenizer, spec), "training")
     model = FastLanguageModel.get_peft_model(
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -619,7 +619,7 @@ def _device() -> str:
 def _base_stats(backend: str, spec: Any, device: str) -> dict[str, Any]:
     """The trained base for trainer_stats.json: which weights, and 4-bit or the float dtype."""
     if backend == "unsloth":
-        return {"base_model": spec.unsloth_id, "quantization": "bnb-4bit"}
+        return {"base_model": spec.unsloth_id or f"{spec.hub_id} (plain copy)", "quantization": "bnb-4bit"}
     plan = hf_plan(spec)
     if plan.quantization:
         return {"base_model": plan.weights, "quantization": plan.quantization}

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 from . import paths
 from .templates import install_chat_template
@@ -394,3 +394,59 @@ def hub_errors(key: str, repo: str) -> Iterator[None]:
         if err is None:
             raise
         raise GatedModelError(gated_message(key, repo)) from None
+
+
+# ---- the run's environment: hub online only where a model needs it, CUDA where a profile needs it
+def hub_offline(keys: Sequence[str]) -> bool:
+    """Whether a run can keep the hub off (HF_HUB_OFFLINE=1): every model of it loads offline."""
+    return all(get_spec(k).offline for k in keys)
+
+
+def _run_args(argv: Sequence[str]) -> Any:
+    import argparse
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--models")
+    ap.add_argument("--dry-run", action="store_true")
+    return ap.parse_known_args(list(argv))[0]
+
+
+def run_env(argv: Sequence[str], device: DeviceInfo | None = None) -> list[str]:
+    """The environment a `run_all.sh` command line needs (its --profile / --models; other arguments,
+    and run_tests.sh's pytest arguments, are ignored: those mean the `cpu` profile's models):
+    `HF_HUB_OFFLINE=1` when every model loads offline. A profile with `device: cuda` on a machine
+    without CUDA is refused in one line (a --dry-run still plans)."""
+    from .config import ConfigError, load_profile
+    args = _run_args(argv)
+    profile = load_profile(args.profile)
+    if profile.get("device") == "cuda" and not args.dry_run:
+        device = device or detect_device()
+        if device.kind != "cuda":
+            raise ConfigError(f"profile {args.profile!r} runs on a CUDA GPU and torch sees none here "
+                              f"(use --profile cpu or smoke on this machine)")
+    keys = args.models.split(",") if args.models else list(profile["models"])
+    return ["HF_HUB_OFFLINE=1"] if hub_offline(keys) else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m helpers.models --run-env [run_all.sh arguments]`: prints the run's environment
+    lines for scripts/setup_env.sh to export; exit 3 with one line on stderr when it cannot run here."""
+    import sys
+
+    from .config import ConfigError
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "--run-env":
+        print("usage: python -m helpers.models --run-env [--profile NAME] [--models a,b] [--dry-run]",
+              file=sys.stderr)
+        return 2
+    try:
+        lines = run_env(args[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
