@@ -107,3 +107,23 @@ def test_run_all_gpu_smoke_without_cuda_stops_in_one_line():
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
         "error: profile 'gpu-smoke' runs on a CUDA GPU and torch sees none here (use --profile cpu or smoke on this machine)"]
+
+
+# ---- benchmarks/gpu_finetune_compare.py ------------------------------------------------------
+def test_gpu_compare_benchmark_stops_in_one_line_without_cuda():
+    if finetune.cuda_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = _shell(f"{sys.executable} benchmarks/gpu_finetune_compare.py --steps 2", PYTHONPATH=str(REPO / "src"))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "gpu_finetune_compare: needs a CUDA GPU (torch sees none); on CPU use benchmarks/train_throughput.py"]
+
+
+def test_gpu_compare_ratios():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_finetune_compare as g
+    rows = [{"backend": "unsloth", "examples_per_s": 6.0, "peak_reserved_gb": 4.8},
+            {"backend": "hf", "examples_per_s": 3.0, "peak_reserved_gb": 9.6}]
+    assert g.compare(rows) == {"examples_per_s_ratio": 2.0, "peak_reserved_ratio": 0.5}
+    assert g.compare(rows[:1]) == {}
+    assert set(g.SHAPES["llama-2-7b"]) >= {"hidden_size", "num_hidden_layers", "intermediate_size"}
