@@ -127,3 +127,20 @@ def test_gpu_compare_ratios():
     assert g.compare(rows) == {"examples_per_s_ratio": 2.0, "peak_reserved_ratio": 0.5}
     assert g.compare(rows[:1]) == {}
     assert set(g.SHAPES["llama-2-7b"]) >= {"hidden_size", "num_hidden_layers", "intermediate_size"}
+
+
+# ---- the Colab install command against Colab's pinned packages (needs PyPI) -------------------
+@pytest.mark.slow
+def test_colab_install_changes_none_of_colabs_pins(tmp_path):
+    import socket
+    try:
+        socket.getaddrinfo("pypi.org", 443)
+    except OSError:
+        pytest.skip("PyPI is not reachable from here")
+    out = _shell(f"scripts/check_colab_install.sh {tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "changes none of Colab's pins" in out.stdout
+    import json
+    summary = json.loads((tmp_path / "colab-check.json").read_text())
+    assert summary["colab_pins_changed"] == [] and summary["missing"] == []
+    assert {"ipykernel", "ipython", "pandas", "torch"} <= set(summary["colab_pins"])
