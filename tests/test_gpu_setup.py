@@ -159,3 +159,10 @@ def test_colab_notebook_installs_no_deps_first_runs_in_place_and_is_not_collecte
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     import conftest
     assert "notebooks/00_colab.ipynb" in conftest.collect_ignore
+
+
+def test_gpu_check_script_stops_in_one_line_without_a_gpu(tmp_path):
+    if finetune.cuda_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = _shell(f"PATH=/usr/bin:/bin scripts/gpu_check.sh {tmp_path / 'out'}")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == ["gpu_check: no CUDA GPU here (nvidia-smi failed)"]
