@@ -168,3 +168,21 @@ def test_other_hub_errors_pass_through_unchanged(monkeypatch):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", staticmethod(missing))
     with pytest.raises(OSError, match="not a valid model identifier"):
         models.load_tokenizer("mistral-7b-instruct-v0.2")
+
+
+# ---- the constrained-decoding processor follows the scores' device -----------------------------
+def test_constrained_processor_masks_scores_on_their_own_device():
+    """Its tables and masks live on the CPU and the mask is moved to the scores' device, so CUDA
+    logits work the same; checked here with scores on torch's `meta` device (no GPU needed)."""
+    import torch
+
+    from helpers import infer
+    from helpers.constrained import RecordLogitsProcessor
+    tok = models.set_padding_side(models.load_tokenizer("smollm2-135m"), "generation")
+    eos = infer.stop_token_ids(tok, models.get_spec("smollm2-135m"))
+    proc = RecordLogitsProcessor(tok, 49152, eos, 5, 40, mode="spans", texts=["I took Lipitor and got a rash."])
+    out = proc(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 49152, device="meta"))
+    assert out.device.type == "meta" and out.shape == (1, 49152)
+    cpu = proc.__class__(tok, 49152, eos, 5, 40, mode="spans", texts=["I took Lipitor and got a rash."])
+    allowed = cpu(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 49152))
+    assert 0 < int(torch.isfinite(allowed).sum()) < 100   # a few ways to open the record, nothing else
