@@ -215,10 +215,8 @@ def choose_backend(requested: str, spec: Any) -> tuple[str, str]:
     if requested == "unsloth":
         if not cuda:
             raise RuntimeError("backend 'unsloth' needs a CUDA GPU; use backend 'hf' (or 'auto') on this machine")
-        if not spec.unsloth_id:
-            raise RuntimeError(f"{spec.key} has no Unsloth 4-bit id in the registry; use backend 'hf'")
         _import_unsloth()
-        return "unsloth", "asked for"
+        return "unsloth", "asked for" + ("" if spec.unsloth_id else " (the plain copy, quantized to 4-bit on load)")
     if not cuda:
         return "hf", "no CUDA GPU"
     if not spec.unsloth_id:
@@ -309,11 +307,21 @@ def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str]:
 
 
 def train_dtype(device: str) -> Any:
-    """float32 on CPU; bfloat16 on a GPU that has it, else float16 (T4)."""
+    """float32 on CPU; on a GPU the load plan's dtype: bfloat16 from compute capability 8, else
+    float16 (a T4; torch's is_bf16_supported() also says yes there, through slow emulation)."""
     import torch
+
+    from . import models
     if not device.startswith("cuda"):
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, models.compute_dtype(models.detect_device()))
+
+
+def hf_plan(spec: Any) -> Any:
+    """How the hf backend loads the base on this machine (helpers.models.load_plan): CPU float32;
+    CUDA bf16/fp16, the paper models in bitsandbytes 4-bit (QLoRA)."""
+    from . import models
+    return models.load_plan(spec.key, models.detect_device())
 
 
 def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
@@ -324,7 +332,11 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
     from . import models
 
     tokenizer = models.load_tokenizer(spec.key)
-    model = models.load_model(spec.key, dtype=train_dtype(device), device=device)
+    plan = hf_plan(spec)
+    model = models.load_planned(plan)
+    if plan.quantization:                     # QLoRA: norms in float32, inputs that carry gradients
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -337,14 +349,17 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
 
 
 def build_unsloth(spec: Any, cfg: FinetuneConfig) -> tuple[Any, Any]:
-    """Unsloth's 4-bit model (spec.unsloth_id) + its LoRA, with the same r/alpha/dropout/targets."""
+    """Unsloth's 4-bit model (spec.unsloth_id; an offline model's plain copy when asked for) + its LoRA,
+    with the same r/alpha/dropout/targets."""
     _import_unsloth()
     from unsloth import FastLanguageModel
 
     from . import models
 
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=spec.unsloth_id, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
+    source = spec.unsloth_id or str(models.plain_copy(spec.key))   # offline models: quantized on load
+    with models.hub_errors(spec.key, source):
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=source, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
     tokenizer = models.set_padding_side(models.prepare_tokenizer(tokenizer, spec), "training")
     model = FastLanguageModel.get_peft_model(
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -598,6 +613,16 @@ def _device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
+def _base_stats(backend: str, spec: Any, device: str) -> dict[str, Any]:
+    """The trained base for trainer_stats.json: which weights, and 4-bit or the float dtype."""
+    if backend == "unsloth":
+        return {"base_model": spec.unsloth_id or f"{spec.hub_id} (plain copy)", "quantization": "bnb-4bit"}
+    plan = hf_plan(spec)
+    if plan.quantization:
+        return {"base_model": plan.weights, "quantization": plan.quantization}
+    return {"base_model": spec.hub_id, "quantization": str(train_dtype(device)).replace("torch.", "")}
+
+
 def _tokens_at(checkpoint: Path | None) -> int:
     if checkpoint is None:
         return 0
@@ -679,8 +704,7 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
         "model": cfg.model, "run": cfg.run, "backend": backend, "backend_reason": reason,
         "device": mem.get("gpu_name", "cpu") if on_cuda else "cpu",
         "world_size": world, "torch_threads": torch.get_num_threads(),
-        "base_model": spec.unsloth_id if backend == "unsloth" else spec.hub_id,
-        "quantization": "bnb-4bit" if backend == "unsloth" else str(train_dtype(device)).replace("torch.", ""),
+        **_base_stats(backend, spec, device),
         "n_train": len(train_tok), "n_val": len(val_tok),
         "steps": int(state.global_step), "max_steps": int(state.max_steps),
         "epochs": round(float(state.epoch or 0), 4),

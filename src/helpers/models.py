@@ -10,9 +10,10 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 from . import paths
 from .templates import install_chat_template
@@ -258,17 +259,194 @@ def load_tokenizer(key: str) -> Any:
     from transformers import AutoTokenizer
     spec = get_spec(key)
     source = str(tokenizer_cache(key)) if spec.offline else spec.hub_id
-    tok = AutoTokenizer.from_pretrained(source)
+    with hub_errors(key, source):
+        tok = AutoTokenizer.from_pretrained(source)
     return set_padding_side(prepare_tokenizer(tok, spec), "training")
 
 
 def load_model(key: str, dtype: Any = None, device: str = "cpu", **kwargs: Any) -> Any:
     """The causal LM in `dtype` (default float32) on `device`: offline models from their cached plain
-    copy (made on first use), hub models by id (needs the hub; GPU runs use spec.unsloth_id instead)."""
+    copy (made on first use), hub models by id (needs the hub). `load_planned` picks these per machine."""
     import torch
     from transformers import AutoModelForCausalLM
     spec = get_spec(key)
     dtype = torch.float32 if dtype is None else dtype
     source = str(plain_copy(key)) if spec.offline else spec.hub_id
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    with hub_errors(key, source):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     return model.to(device)
+
+
+# ---- where and how a model runs: device, dtype, quantization -----------------------------------
+QUANTIZE = ("auto", "4bit", "none")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The machine as the loader sees it: CPU, or one CUDA GPU (its compute capability) per process."""
+    kind: Literal["cpu", "cuda"] = "cpu"
+    name: str = "cpu"
+    capability: tuple[int, int] = (0, 0)
+    index: int = 0
+    processes: int = 1               # > 1 under `accelerate launch` (one GPU per process)
+
+    @property
+    def torch_device(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How one model is loaded on one machine (chosen by `load_plan`, applied by `load_planned`)."""
+    key: str
+    device: str                      # torch device string
+    dtype: str                       # float32 | bfloat16 | float16 (the compute dtype under 4-bit)
+    quantization: str | None         # None | "bnb-4bit"
+    weights: str                     # what is loaded: the plain copy's folder, a hub id or an Unsloth id
+    reason: str
+
+
+def detect_device() -> DeviceInfo:
+    """This process's device: the CUDA GPU of its LOCAL_RANK if torch sees one, else the CPU."""
+    import torch
+    if not torch.cuda.is_available():
+        return DeviceInfo()
+    index = int(os.environ.get("LOCAL_RANK", 0))
+    return DeviceInfo("cuda", torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)),
+                      index, int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def compute_dtype(device: DeviceInfo) -> str:
+    """float32 on CPU; bfloat16 on GPUs from compute capability 8 (Ampere), float16 below (T4, V100)."""
+    if device.kind == "cpu":
+        return "float32"
+    return "bfloat16" if device.capability >= (8, 0) else "float16"
+
+
+def load_plan(key: str, device: DeviceInfo, quantize: str = "auto") -> LoadPlan:
+    """Device, dtype and quantization of a model on a machine. CPU: float32, unchanged (the fast path
+    on CPUs without bf16 units). CUDA: bfloat16, or float16 below compute capability 8 (T4); the paper
+    models in bitsandbytes 4-bit from Unsloth's pre-quantized copy (the base Unsloth trains on), except
+    under several processes (DeepSpeed/DDP keep full-precision shards). `quantize` overrides on CUDA."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, not {quantize!r}")
+    spec = get_spec(key)
+    own = "plain copy" if spec.offline else spec.hub_id
+    if device.kind == "cpu":
+        return LoadPlan(key, "cpu", "float32", None, own, "CPU: float32 (as always; 4-bit needs CUDA)")
+    dtype = compute_dtype(device)
+    half = f"{device.name} (compute capability {device.capability[0]}.{device.capability[1]}): {dtype}"
+    if quantize == "none":
+        return LoadPlan(key, device.torch_device, dtype, None, own, f"{half}, not quantized (asked for)")
+    if quantize == "4bit":
+        return LoadPlan(key, device.torch_device, dtype, "bnb-4bit", spec.unsloth_id or own,
+                        f"{half}, 4-bit (asked for)")
+    if not spec.unsloth_id:
+        return LoadPlan(key, device.torch_device, dtype, None, own, f"{half}: a small model, not quantized")
+    if device.processes > 1:
+        return LoadPlan(key, device.torch_device, dtype, None, spec.hub_id,
+                        f"{half}, full precision: {device.processes} processes (DeepSpeed/DDP)")
+    return LoadPlan(key, device.torch_device, dtype, "bnb-4bit", spec.unsloth_id,
+                    f"{half} compute, weights in 4-bit (Unsloth's pre-quantized copy)")
+
+
+def load_planned(plan: LoadPlan, **kwargs: Any) -> Any:
+    """The model loaded as `plan` says: 4-bit plans through bitsandbytes with the whole model on the
+    plan's GPU (device_map), others through `load_model` (CPU: exactly the float32 path as before)."""
+    import torch
+    dtype = getattr(torch, plan.dtype)
+    if plan.quantization is None:
+        if plan.weights not in ("plain copy", get_spec(plan.key).hub_id):
+            raise ValueError(f"{plan.key}: an unquantized plan loads the model's own weights, not {plan.weights}")
+        return load_model(plan.key, dtype=dtype, device=plan.device, **kwargs)
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    source = str(plain_copy(plan.key)) if plan.weights == "plain copy" else plan.weights
+    if plan.weights != get_spec(plan.key).unsloth_id:   # pre-quantized copies carry their own config
+        kwargs.setdefault("quantization_config", BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype))
+    with hub_errors(plan.key, source):
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map={"": plan.device}, **kwargs)
+
+
+# ---- the hub: gated models --------------------------------------------------------------------
+class GatedModelError(RuntimeError):
+    """The hub refused a gated model: its licence has not been accepted by the token's account."""
+
+
+def gated_message(key: str, repo: str) -> str:
+    """The one line shown when the hub refuses a gated repository."""
+    token = "HF_TOKEN is set" if os.environ.get("HF_TOKEN") else "HF_TOKEN is not set"
+    return (f"{key}: the hub refused the gated model {repo}: accept its licence at "
+            f"https://huggingface.co/{repo} with the account whose token this run uses ({token})")
+
+
+@contextmanager
+def hub_errors(key: str, repo: str) -> Iterator[None]:
+    """Turn the hub's gated-repository refusal (also when transformers wraps it) into one clear line."""
+    from huggingface_hub.errors import GatedRepoError
+    try:
+        yield
+    except Exception as e:
+        err: BaseException | None = e
+        while err is not None and not isinstance(err, GatedRepoError):
+            err = err.__cause__ or err.__context__
+        if err is None:
+            raise
+        raise GatedModelError(gated_message(key, repo)) from None
+
+
+# ---- the run's environment: hub online only where a model needs it, CUDA where a profile needs it
+def hub_offline(keys: Sequence[str]) -> bool:
+    """Whether a run can keep the hub off (HF_HUB_OFFLINE=1): every model of it loads offline."""
+    return all(get_spec(k).offline for k in keys)
+
+
+def _run_args(argv: Sequence[str]) -> Any:
+    import argparse
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--models")
+    ap.add_argument("--dry-run", action="store_true")
+    return ap.parse_known_args(list(argv))[0]
+
+
+def run_env(argv: Sequence[str], device: DeviceInfo | None = None) -> list[str]:
+    """The environment a `run_all.sh` command line needs (its --profile / --models; other arguments,
+    and run_tests.sh's pytest arguments, are ignored: those mean the `cpu` profile's models):
+    `HF_HUB_OFFLINE=1` when every model loads offline. A profile with `device: cuda` on a machine
+    without CUDA is refused in one line (a --dry-run still plans)."""
+    from .config import ConfigError, load_profile
+    args = _run_args(argv)
+    profile = load_profile(args.profile)
+    if profile.get("device") == "cuda" and not args.dry_run:
+        device = device or detect_device()
+        if device.kind != "cuda":
+            raise ConfigError(f"profile {args.profile!r} runs on a CUDA GPU and torch sees none here "
+                              f"(use --profile cpu or smoke on this machine)")
+    keys = args.models.split(",") if args.models else list(profile["models"])
+    return ["HF_HUB_OFFLINE=1"] if hub_offline(keys) else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m helpers.models --run-env [run_all.sh arguments]`: prints the run's environment
+    lines for scripts/setup_env.sh to export; exit 3 with one line on stderr when it cannot run here."""
+    import sys
+
+    from .config import ConfigError
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "--run-env":
+        print("usage: python -m helpers.models --run-env [--profile NAME] [--models a,b] [--dry-run]",
+              file=sys.stderr)
+        return 2
+    try:
+        lines = run_env(args[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
