@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from . import schemas
+from . import schemas, vocabulary
 from .io import DataError, write_jsonl, write_text
 from .splits import normalize_text
 
@@ -195,8 +195,11 @@ class Drug:
     mentions: tuple[str, ...]        # ways to write its name
     events: tuple[str, ...]          # clean side-effect terms
     diseases: tuple[str, ...]        # how a reporter names what it treats
-    form: str                        # tablet | injection | inhaler | gel
+    form: str                        # tablet | injection | inhaler | gel | ... (vocabulary.FORMS)
     all_names: tuple[str, ...] = field(default=())
+    generics: tuple[str, ...] = field(default=())
+    brands: tuple[str, ...] = field(default=())
+    misspellings: tuple[str, ...] = field(default=())   # common misspellings, written as people do
 
 
 _TERM_OK = re.compile(r"^[A-Za-z][A-Za-z' /-]*[A-Za-z]$")
@@ -258,11 +261,7 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
     """Drug records the generator can use; records without usable side effects are skipped with a warning."""
     out = []
     for rec in records:
-        events = []
-        for term in schemas.all_side_effects(rec):
-            t = clean_term(term)
-            if t and t.lower() not in {e.lower() for e in events}:
-                events.append(t)
+        events = _events_for(rec)
         if not events:
             log.warning("drug record %r has no usable side effects; skipped", rec.get("name"))
             continue
@@ -272,9 +271,24 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
             log.warning("drug record %r has no writable name; skipped", rec.get("name"))
             continue
         all_names = tuple(schemas.dedupe(x.strip() for x in names if x.strip()))
-        out.append(Drug(rec["name"], tuple(mentions), tuple(events), _diseases_for(rec),
-                        _form_for(rec), all_names))
+        diseases = tuple(rec.get("indications") or ()) or _diseases_for(rec)
+        out.append(Drug(rec["name"], tuple(mentions), tuple(events), diseases,
+                        rec.get("form") or _form_for(rec), all_names,
+                        tuple(n for n in (_clean_name(x) for x in rec.get("generic_names", [])) if n),
+                        tuple(n for n in (_clean_name(x) for x in rec.get("brand_names", [])) if n),
+                        tuple(rec.get("misspellings", ()))))
     return out
+
+
+def _events_for(rec: dict[str, Any]) -> list[str]:
+    """Side-effect terms of a record: scraped ones cleaned, vocabulary ones (already clean) as they are."""
+    raw = schemas.all_side_effects(rec)
+    terms = raw if rec.get("source") == vocabulary.SOURCE else [clean_term(t) for t in raw]
+    events: list[str] = []
+    for t in [*terms, *rec.get("class_side_effects", [])]:
+        if t and t.lower() not in {e.lower() for e in events}:
+            events.append(t)
+    return events
 
 
 # ---- building text with spans -----------------------------------------------------------------
@@ -841,10 +855,13 @@ def check_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any]:
 
 
 def generate_template_split(drugs: Sequence[Drug], n: int, seed: int, split: str,
-                            exclude: set[str] | None = None, progress: bool = False
-                            ) -> list[dict[str, Any]]:
-    """n template reports for one split, none with a text in `exclude` or repeated within the split."""
-    gen = TemplateGenerator(drugs, seed, split)
+                            exclude: set[str] | None = None, progress: bool = False,
+                            genre_mix: dict[str, float] | None = None, max_chars: int = 0,
+                            forbidden: re.Pattern | None = None) -> list[dict[str, Any]]:
+    """n template reports for one split in the genre mix (default: messages only), none with a
+    text in `exclude`, repeated within the split, longer than max_chars or naming `forbidden`."""
+    from .genres import GenreGenerator
+    gen = GenreGenerator(drugs, seed, split, genre_mix, max_chars)
     seen = set(exclude or ())
     out = []
     it: Iterable[int] = range(n)
@@ -855,28 +872,35 @@ def generate_template_split(drugs: Sequence[Drug], n: int, seed: int, split: str
         for attempt in range(50):
             rec = gen.generate(i, attempt)
             key = normalize_text(rec["text"])
-            if key not in seen:
+            if key not in seen and not (max_chars and len(rec["text"]) > max_chars) \
+                    and not (forbidden and forbidden.search(rec["text"])):
                 break
         else:
-            raise DataError(f"split {split!r}: could not make report {i} differ from earlier ones")
+            raise DataError(f"split {split!r}: could not make report {i} differ from earlier ones, "
+                            f"fit {max_chars} characters and name no held-out drug")
         seen.add(key)
         out.append(check_report(rec, f"{split}[{i}]"))
     return out
 
 
 def build_template_splits(records: Sequence[dict[str, Any]], sizes: dict[str, int],
-                          n_unseen_drugs: int, seed: int, progress: bool = False
+                          n_unseen_drugs: int, seed: int, progress: bool = False,
+                          genre_mix: dict[str, float] | None = None, max_chars: int = 0,
+                          unseen_share: float | None = None
                           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """All four splits from drug records: unseen drugs only in test_unseen, no text in two splits."""
     from . import splits as sp
     sp.require_sizes(sizes)
     drugs = prepare_drugs(records)
-    seen_drugs, unseen_drugs = sp.partition_drugs(drugs, n_unseen_drugs, seed)
+    n_unseen = sp.unseen_count(len(drugs), n_unseen_drugs, unseen_share)
+    seen_drugs, unseen_drugs = sp.partition_drugs(drugs, n_unseen, seed)
+    forbidden = sp.names_pattern(unseen_drugs)
     out: dict[str, list[dict[str, Any]]] = {}
     texts: set[str] = set()
     for split in SPLITS:
         pool = unseen_drugs if split == "test_unseen" else seen_drugs
-        out[split] = generate_template_split(pool, sizes[split], seed, split, texts, progress)
+        out[split] = generate_template_split(pool, sizes[split], seed, split, texts, progress, genre_mix,
+                                             max_chars, None if split == "test_unseen" else forbidden)
         texts |= {normalize_text(r["text"]) for r in out[split]}
     sp.check_splits(out, unseen_drugs)
     info = {"drugs_used": [d.name for d in drugs],
@@ -1080,7 +1104,18 @@ def build_splits(records: Sequence[dict[str, Any]], params: dict[str, Any], prog
     if gen not in GENERATORS:
         raise ValueError(f"generator must be one of {GENERATORS}, got {gen!r}")
     sizes = {s: params.get(f"n_{s}") for s in SPLITS}
+    records = list(records)
+    if params.get("vocabulary"):
+        records = vocabulary.merge_records(records, vocabulary.drug_records(vocabulary.load()))
+    n_unseen, share = params.get("n_unseen_drugs"), params.get("unseen_drug_share")
     if gen == "template":
-        return build_template_splits(records, sizes, params["n_unseen_drugs"], params["seed"], progress)
-    return build_llm_splits(records, sizes, params["n_unseen_drugs"], params["seed"],
-                            teacher_config(params), progress=progress)
+        out, info = build_template_splits(records, sizes, n_unseen, params["seed"], progress,
+                                          params.get("genre_mix"), params.get("max_chars") or 0, share)
+    else:
+        from . import splits as sp
+        n = sp.unseen_count(len(prepare_drugs(records)), n_unseen, share)
+        out, info = build_llm_splits(records, sizes, n, params["seed"], teacher_config(params),
+                                     progress=progress)
+    if params.get("vocabulary"):
+        info["vocabulary"] = vocabulary.summary(vocabulary.load())
+    return out, info
