@@ -50,10 +50,20 @@ FORUM_FILLER = (
     "i drink a lot of water and eat ok", "i read every thread on here before posting",
     "my insurance switched me to the generic", "the first week was the hardest", "my husband noticed before i did",
     "i take it with breakfast", "i've tried 3 other meds before this", "work has been stressful too",
+    "for context i've had this problem since my early twenties and nothing else really worked",
+    "my doctor keeps saying give it time but it's hard when you feel like this every day",
+    "i don't really drink and i stopped coffee to see if that was it but nope",
+    "i've been reading this board for weeks and you guys have helped more than my doctor honestly",
+    "the pharmacist gave me a leaflet but it's so tiny i can't read it",
+    "i'm supposed to go back in a month to see how it's going",
+    "my sister was on something similar and she said it took her 2 months to settle",
+    "i keep a little diary of how i feel each day so i can show my doc",
+    "some days are better than others, mornings are the worst",
+    "i almost skipped a dose yesterday bc i was so fed up",
 )
 FORUM_CLOSE = ("does this go away??", "anyone??", "should i stick with it?", "thinking about quitting it",
                "any advice appreciated", "hang in there everyone", "will update", "ugh", "")
-LENGTHS = ((1, 0.15), (3, 0.3), (6, 0.3), (12, 0.25))   # sentences before fillers are counted
+LENGTHS = ((1, 0.15), (3, 0.3), (7, 0.3), (16, 0.25))   # sentences before fillers are counted
 
 
 def _forum_opening(ctx: Ctx, base: dict) -> Sentence:

@@ -12,15 +12,13 @@ import logging
 import math
 import random
 import re
-import statistics
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from . import schemas, vocabulary
-from .io import DataError, write_jsonl, write_text
+from .io import DataError, write_jsonl
 from .splits import normalize_text
 
 log = logging.getLogger(__name__)
@@ -917,134 +915,9 @@ def write_splits(splits_: dict[str, list[dict[str, Any]]], out_dir: Path | str) 
     return [write_jsonl(Path(out_dir) / f"{split}.jsonl", recs) for split, recs in splits_.items()]
 
 
-# ---- dataset card -----------------------------------------------------------------------------
-def split_stats(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and shares of one split: labels, lengths, empty / negated / multi-drug reports."""
-    n = len(recs) or 1
-    lengths = [len(r["text"]) for r in recs]
-    return {
-        "reports": len(recs),
-        "drug_labels": sum(len(r["drugs"]) for r in recs),
-        "ae_labels": sum(len(r["adverse_events"]) for r in recs),
-        "share_no_ae": round(sum(not r["adverse_events"] for r in recs) / n, 3),
-        "share_no_drug": round(sum(not r["drugs"] for r in recs) / n, 3),
-        "share_multi_drug": round(sum(len(r["drugs"]) > 1 for r in recs) / n, 3),
-        "share_negated": round(sum(bool(r.get("meta", {}).get("negated")) for r in recs) / n, 3),
-        "share_disease": round(sum(bool(r.get("meta", {}).get("disease")) for r in recs) / n, 3),
-        "chars_median": int(statistics.median(lengths)) if lengths else 0,
-        "chars_min": min(lengths, default=0),
-        "chars_max": max(lengths, default=0),
-    }
-
-
-def drug_coverage(splits_: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
-    """Reports per drug record (suspect or co-medication) per split."""
-    cov: dict[str, dict[str, int]] = {}
-    for split, recs in splits_.items():
-        for r in recs:
-            for name in sorted(set(r.get("meta", {}).get("drug_names", []))):
-                cov.setdefault(name, {s: 0 for s in splits_})[split] += 1
-    return dict(sorted(cov.items()))
-
-
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def dataset_card(splits_: dict[str, list[dict[str, Any]]], params: dict[str, Any],
-                 info: dict[str, Any]) -> str:
-    """The Markdown card written beside the data: counts, distributions, coverage, examples."""
-    stats = {s: split_stats(r) for s, r in splits_.items()}
-    keys = list(next(iter(stats.values())).keys())
-    parts = [f"# Synthetic adverse-event reports (run `{params.get('run')}`)", "",
-             f"Generator: `{params.get('generator')}`, seed {params.get('seed')}. Every label is a "
-             "span of its report's text (`text[start:end] == label`, checked before writing). "
-             "Negated symptoms, the disease being treated and reporter details are not labels.", "",
-             "## Splits", "", _md_table(["split"] + keys, [[s] + [v[k] for k in keys]
-                                                          for s, v in stats.items()]), ""]
-    parts += ["Unseen drugs (only in `test_unseen`): " + (", ".join(info.get("unseen_drugs", [])) or "none"),
-              "", "Skipped drug records (no usable side effects): " +
-              (", ".join(info.get("drugs_skipped", [])) or "none"), ""]
-    if info.get("teacher"):
-        parts += ["## Teacher", "", _md_table(["metric", "value"], sorted(info["teacher"].items())), ""]
-    ae_counts = Counter(a.lower() for r in splits_.get("train", []) for a in r["adverse_events"])
-    parts += ["## Most frequent adverse-event labels (train)", "",
-              _md_table(["label", "count"], ae_counts.most_common(15)), ""]
-    n_ae = Counter(len(r["adverse_events"]) for recs in splits_.values() for r in recs)
-    n_dr = Counter(len(r["drugs"]) for recs in splits_.values() for r in recs)
-    parts += ["## Labels per report (all splits)", "",
-              _md_table(["count", "reports by adverse events", "reports by drugs"],
-                        [[k, n_ae.get(k, 0), n_dr.get(k, 0)] for k in sorted(set(n_ae) | set(n_dr))]), ""]
-    shapes = Counter((r.get("meta", {}).get("shape", "?"), r.get("meta", {}).get("style", "?"))
-                     for recs in splits_.values() for r in recs)
-    parts += ["## Shapes and styles (all splits)", "",
-              _md_table(["shape", "style", "reports"], [[a, b, c] for (a, b), c in sorted(shapes.items())]), ""]
-    cov = drug_coverage(splits_)
-    parts += ["## Per-drug coverage (reports naming or implying the drug)", "",
-              _md_table(["drug"] + list(splits_), [[d] + [c[s] for s in splits_] for d, c in cov.items()]), ""]
-    parts += ["## Examples", ""]
-    train = splits_.get("train", [])
-    picks = _examples(train)
-    for r in picks:
-        parts += [f"**{r['id']}** ({r.get('meta', {}).get('shape')}, {r.get('meta', {}).get('style')})",
-                  "", "```text", r["text"], "```", "", "```json", schemas.answer_json(r), "```", ""]
-    return "\n".join(parts)
-
-
-def _examples(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Three instructive examples: a multi-event report, one with a negation, one with no event."""
-    out: list[dict[str, Any]] = []
-    tests = (lambda r: len(r["adverse_events"]) >= 2 and r["drugs"],
-             lambda r: r.get("meta", {}).get("negated") and r["adverse_events"],
-             lambda r: not r["adverse_events"])
-    for t in tests:
-        for r in recs:
-            if t(r) and r not in out and len(r["text"]) < 900:
-                out.append(r)
-                break
-    return out
-
-
-def plot_dataset(splits_: dict[str, list[dict[str, Any]]], path: Path | str):
-    """Length histogram, labels-per-report bars and per-drug coverage, saved as PNG; returns the figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for split, recs in splits_.items():
-        axes[0].hist([len(r["text"]) for r in recs], bins=30, alpha=0.5, label=split)
-    axes[0].set(title="report length (characters)", xlabel="characters", ylabel="reports")
-    axes[0].legend()
-    all_recs = [r for recs in splits_.values() for r in recs]
-    n_ae = Counter(len(r["adverse_events"]) for r in all_recs)
-    n_dr = Counter(len(r["drugs"]) for r in all_recs)
-    ks = sorted(set(n_ae) | set(n_dr))
-    axes[1].bar([k - 0.2 for k in ks], [n_ae.get(k, 0) for k in ks], 0.4, label="adverse events")
-    axes[1].bar([k + 0.2 for k in ks], [n_dr.get(k, 0) for k in ks], 0.4, label="drugs")
-    axes[1].set(title="labels per report", xlabel="labels", ylabel="reports")
-    axes[1].legend()
-    cov = drug_coverage(splits_)
-    names = list(cov)
-    bottom = [0] * len(names)
-    for split in splits_:
-        vals = [cov[n][split] for n in names]
-        axes[2].bar(names, vals, bottom=bottom, label=split)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    axes[2].set(title="reports per drug record", ylabel="reports")
-    axes[2].tick_params(axis="x", rotation=90, labelsize=6)
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return fig
-
-
-def write_card(splits_: dict[str, list[dict[str, Any]]], params: dict[str, Any],
-               info: dict[str, Any], out_dir: Path | str) -> Path:
-    """Write card.md beside the data."""
-    return write_text(Path(out_dir) / "card.md", dataset_card(splits_, params, info))
+# ---- dataset card (helpers.dataset_card; names kept here for the notebook and older callers) --
+from .dataset_card import (_examples, dataset_card, drug_coverage, plot_dataset,  # noqa: E402,F401
+                           split_stats, write_card)
 
 
 # ---- orchestration ----------------------------------------------------------------------------
