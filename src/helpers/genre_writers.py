@@ -167,7 +167,11 @@ SOCIAL_NAMED = ("{drug} has me {aes} rn {tags}", "day {day} on {drug}: {aes}. {t
                 "{aes} from {drug} lol {tags}", "switched to {drug} and now {aes}. great. {tags}",
                 "ngl {aes} on {drug} is real", "{day} wks on {drug}. {aes}. worth it?? {tags}")
 SOCIAL_UNNAMED = ("{aes} from {drug} smh {tags}", "{drug} got me {aes} all day {tags}",
-                  "new meds = {aes}. fun times {tags}", "lowkey think {drug} is giving me {aes} {tags}")
+                  "new meds = {aes}. fun times {tags}", "lowkey think {drug} is giving me {aes} {tags}",
+                  "day {day} of {drug} and {aes} already {tags}", "{day} days in: {aes}. thanks {drug} {tags}",
+                  "pretty sure {drug} is why i have {aes} {tags}", "week {day} on {drug}, {aes} still going {tags}")
+SOCIAL_OPENERS = ("", "", "", "ugh ", "welp ", "ok so ", "psa: ", "not me ", "update: ")
+SOCIAL_ENDINGS = ("", "", "", " lol", " smh", " pls help", " :(", " send help", " why")
 SOCIAL_NO_AE = ("day {day} on {drug}, feeling ok so far {tags}", "anyone else on {drug}? how long til it works {tags}",
                 "picked up my {drug} refill, pharmacy line was insane {tags}", "{drug} day {day}. nothing yet {tags}")
 
@@ -183,7 +187,8 @@ def social(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     else:
         bank = SOCIAL_NAMED if story.named else SOCIAL_UNNAMED
         vals = {**base, "aes": join_list(_ae_segs(story.events, rng, 0.1), rng)}
-    sents = [fill(rng.choice(bank), vals)]
+    sents = [[(rng.choice(SOCIAL_OPENERS), None)] + fill(rng.choice(bank), vals)
+             + [(rng.choice(SOCIAL_ENDINGS), None)]]
     if story.negated and rng.random() < 0.7:
         sents.append(fill(rng.choice(("no {neg} at least", "but no {neg} so")), {"neg": story.negated[0]}))
     story.negated = story.negated[:1] if len(sents) > 1 else []

@@ -235,13 +235,31 @@ class Ctx:
         return join_list([self.drug(c) for c in self.story.comeds], self.rng)
 
 
+def squeeze(text: str, spans: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Text without doubled spaces or outer whitespace left by empty slots; spans moved along."""
+    inside = [False] * (len(text) + 1)
+    for sp in spans:
+        for k in range(sp["start"], sp["end"]):
+            inside[k] = True
+    keep, new_pos, out = [], [], []
+    for k, ch in enumerate(text):
+        new_pos.append(len(out))
+        drop = ch == " " and not inside[k] and (not out or out[-1] in " \n" or k + 1 == len(text)
+                                                 or text[k + 1] in " \n")
+        if not drop:
+            out.append(ch)
+        keep.append(not drop)
+    new_pos.append(len(out))
+    joined = "".join(out)
+    lead = len(joined) - len(joined.lstrip())
+    moved = [{**sp, "start": new_pos[sp["start"]] - lead, "end": new_pos[sp["end"]] - lead} for sp in spans]
+    return joined.strip(), moved
+
+
 def record(genre: str, split: str, index: int, segments: list[Segment], story: Story,
            extra: dict[str, Any]) -> dict[str, Any]:
     """A canonical report from segments: text, labels from spans, spans, generator metadata."""
-    text, spans = render(segments)
-    lead = len(text) - len(text.lstrip())
-    text = text.strip()
-    spans = [{**s, "start": s["start"] - lead, "end": s["end"] - lead} for s in spans]
+    text, spans = squeeze(*render(segments))
     drugs = schemas.dedupe(s["text"] for s in spans if s["label"] == "drug")
     aes = schemas.dedupe(s["text"] for s in spans if s["label"] == "adverse_event")
     meta = {"generator": "template", "genre": genre, "shape": genre, "style": extra.pop("style", genre),

@@ -181,7 +181,7 @@ def _names(rec: dict[str, Any]) -> set[str]:
 
 def merge_records(scraped: Sequence[dict[str, Any]], vocab_records: Sequence[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
-    """Scraped records first (each given the class reactions, misspellings and form of the
+    """Scraped records first (each given the names, class reactions, misspellings and form of the
     vocabulary drug sharing a name with it), then every vocabulary drug no scraped record names."""
     out: list[dict[str, Any]] = []
     matched: set[int] = set()
@@ -190,6 +190,8 @@ def merge_records(scraped: Sequence[dict[str, Any]], vocab_records: Sequence[dic
         for i, v in enumerate(vocab_records):
             if _names(rec) & _names(v):
                 matched.add(i)
+                for key in ("generic_names", "brand_names"):
+                    rec[key] = schemas.dedupe([*rec.get(key, []), *v[key]])
                 rec.setdefault("class_side_effects", list(v["side_effects"]["common"]))
                 rec.setdefault("misspellings", list(v["misspellings"]))
                 rec.setdefault("form", v["form"])
