@@ -54,7 +54,7 @@ STYLES: dict[str, GenreStyle] = {
 # conditions that, when clearly made worse, are a reaction ("worse anxiety")
 WORSENABLE = ("anxiety", "depression", "insomnia", "migraines", "headaches", "acid reflux",
               "nerve pain", "back pain", "acne", "psoriasis", "eczema", "mood swings", "panic attacks")
-NOTE_ABBREV = {"high blood pressure": "HTN", "hypertension": "HTN", "type 2 diabetes": "T2DM",
+NOTE_ABBREV = {"high blood pressure": "HTN", "hypertension": "HTN", "blood pressure": "HTN", "type 2 diabetes": "T2DM",
                "high cholesterol": "HLD", "depression": "MDD", "atrial fibrillation": "AFib",
                "rheumatoid arthritis": "RA", "acid reflux": "GERD", "heart failure": "CHF",
                "anxiety": "GAD", "enlarged prostate": "BPH", "blood clots": "VTE"}
@@ -232,6 +232,7 @@ class Ctx:
         return [(self.rng.choice(UNNAMED[self.story.genre]), None)]
 
     def comeds(self) -> list[Segment]:
+        """The co-medications, each written once, joined as a list."""
         return join_list([self.drug(c) for c in self.story.comeds], self.rng)
 
 

@@ -979,7 +979,7 @@ def build_splits(records: Sequence[dict[str, Any]], params: dict[str, Any], prog
     sizes = {s: params.get(f"n_{s}") for s in SPLITS}
     records = list(records)
     if params.get("vocabulary"):
-        records = vocabulary.merge_records(records, vocabulary.drug_records(vocabulary.load()))
+        records = vocabulary.with_vocabulary(records)
     n_unseen, share = params.get("n_unseen_drugs"), params.get("unseen_drug_share")
     if gen == "template":
         out, info = build_template_splits(records, sizes, n_unseen, params["seed"], progress,

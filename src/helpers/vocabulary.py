@@ -201,6 +201,13 @@ def merge_records(scraped: Sequence[dict[str, Any]], vocab_records: Sequence[dic
     return out
 
 
+def with_vocabulary(records: Sequence[dict[str, Any]], folder: Path | str | None = None
+                    ) -> list[dict[str, Any]]:
+    """The scraped records plus the vocabulary's drugs, as step 2 uses them (and a baseline that
+    should know the same drugs can)."""
+    return merge_records(records, drug_records(load(folder)))
+
+
 def summary(vocab: Vocabulary) -> dict[str, Any]:
     """Counts for the dataset card: drugs by kind, brand names, reactions by body system."""
     kinds: dict[str, int] = {}
