@@ -196,3 +196,16 @@ def test_an_unknown_genre_fails_clearly():
         G.check_mix({"forum": 1, "blog": 1})
     with pytest.raises(ValueError, match="not all zero"):
         G.check_mix({"forum": 0})
+
+
+def test_event_spans_leave_out_articles_possessives_severity_and_time(built):
+    splits_, _ = built
+    leading = {"a", "an", "the", "my", "his", "her", "some", "really", "very", "severe", "mild",
+               "terrible", "horrible", "constant"}
+    trailing = ("all the time", "all day", "at night", "for like a week", "every day")
+    for r in _all(splits_):
+        for s in r["spans"]:
+            if s["label"] == "adverse_event":
+                assert s["text"].split()[0].lower() not in leading, (r["id"], s["text"])
+                assert not s["text"].lower().endswith(trailing), (r["id"], s["text"])
+                assert s["text"][-1] not in ".,;:!?", (r["id"], s["text"])

@@ -143,11 +143,11 @@ _NO_SEVERITY = ("feeling", "no ", "not ", "being", "trouble", "always", "losing"
 
 def _ae_segs(events: Sequence[tuple[str, str]], rng: random.Random, severity: float = 0.0
              ) -> list[list[Segment]]:
-    """Each reaction as segments: an article or a severity word stays outside the label."""
+    """Each reaction as segments: a leading article or possessive, or a severity word, stays outside the label."""
     out = []
     for said, _ in events:
         pre = ""
-        if said.split(" ", 1)[0] in ("a", "an") and " " in said:
+        if said.split(" ", 1)[0] in ("a", "an", "my") and " " in said:
             pre, said = said.split(" ", 1)
             pre += " "
         elif rng.random() < severity and len(said.split()) <= 2 and not said.startswith(_NO_SEVERITY):
