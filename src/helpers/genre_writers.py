@@ -36,6 +36,8 @@ FORUM_EVENTS = (
     "i've noticed {aes} since i started", "been having {aes}", "had {aes} for like a week",
     "and {aes} on top of that", "honestly {aes} is driving me nuts", "also {aes} which is new for me",
 )
+FORUM_CLAUSES = ("and now {who}{ae}", "since then {who}{ae}", "every morning {who}{ae}", "also {who}{ae}",
+                 "{who}{ae} and idk why", "the weird thing is {who}{ae}", "plus {who}{ae} at night")
 FORUM_NEG = ("no {neg} tho", "thankfully no {neg}", "haven't had any {neg} which is good",
              "didn't get the {neg} everyone talks about", "at least no {neg}")
 FORUM_HYPO = ("my doc said it might cause {hyp} but so far nothing", "i read it can cause {hyp}, hope not",
@@ -44,7 +46,7 @@ FORUM_HELPS = ("it does help my {disease} tho", "my {disease} is a lot better", 
 FORUM_WORSE = ("and now i have {worse} than before i started", "it actually gave me {worse}",
                "honestly i think it's causing {worse}")
 FORUM_FILLER = (
-    "i work nights so sleep is already messed up", "sorry for the long post", "just want to know if this gets better",
+    "i work nights so my schedule is all over the place", "sorry for the long post", "just want to know if this gets better",
     "my pharmacist said to give it 6 weeks", "im 34f if that matters", "lol", "tbh idk what to do",
     "going to call my doctor monday", "it's been a rough month", "kids are driving me crazy lol",
     "i drink a lot of water and eat ok", "i read every thread on here before posting",
@@ -76,9 +78,14 @@ def _forum_opening(ctx: Ctx, base: dict) -> Sentence:
 
 def _forum_event_sentences(ctx: Ctx, base: dict) -> list[Sentence]:
     """The reactions, told over one or several sentences (one to three per sentence)."""
-    rng, events = ctx.rng, ctx.story.events
+    rng, story = ctx.rng, ctx.story
+    clauses = [s for s, _ in story.events if s in story.clausal]
+    events = [e for e in story.events if e[0] not in story.clausal]
     segs = _ae_segs(events, rng, severity=0.2)
     out, i = [], 0
+    for c in clauses:
+        who = "i " if c.split()[0] in ("can't", "put", "gained", "lost") else "my "
+        out.append(fill(rng.choice(FORUM_CLAUSES), {"who": who, "ae": [(c, "adverse_event")]}))
     while i < len(segs):
         k = min(len(segs) - i, rng.choice((1, 2, 2, 3, 3, 4)))
         out.append(fill(rng.choice(FORUM_EVENTS), {**base, "aes": join_list(segs[i:i + k], rng)}))

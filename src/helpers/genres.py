@@ -80,6 +80,7 @@ class Story:
     hypothetical: list[str] = field(default_factory=list)
     worsened: str | None = None
     misspelled: list[str] = field(default_factory=list)
+    clausal: list[str] = field(default_factory=list)      # events said as clauses
 
 
 def _cap(text: str) -> str:
@@ -105,9 +106,10 @@ def _extra_pool() -> list[str]:
     return [r.term for r in v.reactions if r.system in EXTRA_SYSTEMS and r.lay]
 
 
-def pick_events(drug: Drug, n: int, register: str, rng: random.Random, avoid: Sequence[str]
-                ) -> list[tuple[str, str]]:
-    """n reactions of `drug` (topped up with everyday ones), as written, none overlapping another or `avoid`."""
+def pick_events(drug: Drug, n: int, register: str, rng: random.Random, avoid: Sequence[str],
+                clause_share: float = 0.0, clausal: list[str] | None = None) -> list[tuple[str, str]]:
+    """n reactions of `drug` (topped up with everyday ones), as written, none overlapping another or
+    `avoid`; with `clause_share`, some are said as clauses ("ankles swell up", listed in `clausal`)."""
     own = [e for e in drug.events]
     rng.shuffle(own)
     extra = _extra_pool()
@@ -115,11 +117,15 @@ def pick_events(drug: Drug, n: int, register: str, rng: random.Random, avoid: Se
     for term in own + [rng.choice(extra) for _ in range(3 * n)]:
         if len(out) >= n:
             break
-        said = phrase_for(term, register, rng)
+        row = vocabulary.load().reaction(term)
+        as_clause = bool(row and row.clauses) and clausal is not None and rng.random() < clause_share
+        said = rng.choice(row.clauses) if as_clause and row else phrase_for(term, register, rng)
         taken = [s for s, _ in out] + [t for _, t in out] + list(avoid)
         if not said.strip() or any(_overlaps(said, x) or _overlaps(term, x) for x in taken):
             continue
         out.append((said, term))
+        if as_clause and clausal is not None:
+            clausal.append(said)
     return out
 
 
@@ -177,7 +183,8 @@ def plan_story(genre: str, drugs: Sequence[Drug], rng: random.Random) -> Story:
     story.disease = rng.choice(main.diseases) if main.diseases and rng.random() < 0.6 else None
     if rng.random() >= st.p_no_ae:
         n = _weighted(rng, st.n_events)
-        story.events = pick_events(main, n, st.register, rng, [story.disease] if story.disease else [])
+        story.events = pick_events(main, n, st.register, rng, [story.disease] if story.disease else [],
+                                   0.3 if genre == "forum" else 0.0, story.clausal)
         if story.disease and story.disease.lower() in WORSENABLE and rng.random() < 0.25:
             story.worsened = f"worse {story.disease.lower()}"
     if rng.random() < st.p_negation:

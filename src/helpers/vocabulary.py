@@ -32,6 +32,7 @@ class Reaction:
     clinical: str
     abbreviation: str
     lay: tuple[str, ...]
+    clauses: tuple[str, ...] = ()     # the reaction said as a clause: "ankles swell up"
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]
 def _read_reactions(path: Path) -> tuple[Reaction, ...]:
     out: list[Reaction] = []
     seen: set[str] = set()
-    for line, row in _rows(path, ("system", "term", "clinical", "abbreviation", "lay")):
+    for line, row in _rows(path, ("system", "term", "clinical", "abbreviation", "lay", "clause")):
         term = row["term"]
         if not term or not row["system"]:
             raise DataError(f"{path}:{line}: reaction needs a term and a system")
@@ -104,7 +105,7 @@ def _read_reactions(path: Path) -> tuple[Reaction, ...]:
             raise DataError(f"{path}:{line}: reaction {term!r} listed twice")
         seen.add(term.lower())
         out.append(Reaction(term, row["system"], row["clinical"] or term, row["abbreviation"],
-                            _split(row["lay"])))
+                            _split(row["lay"]), _split(row["clause"])))
     return tuple(out)
 
 
