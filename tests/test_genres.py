@@ -100,10 +100,10 @@ def test_negated_hypothetical_and_indications_are_never_labels(built):
     assert n_neg > 100 and n_hyp > 20 and n_dis > 100
 
 
-def test_drug_spans_are_names_only_and_misspellings_are_labelled_as_written(built):
+def test_drug_spans_are_names_only_misspellings_as_written_drugs_not_taken_unlabelled(built):
     splits_, _ = built
     unnamed = {u.lower() for v in G.UNNAMED.values() for u in v}
-    misspelled = 0
+    misspelled = not_taken = 0
     for r in _all(splits_):
         for s in r["spans"]:
             if s["label"] == "drug":
@@ -114,7 +114,12 @@ def test_drug_spans_are_names_only_and_misspellings_are_labelled_as_written(buil
             misspelled += 1
         if not r["meta"]["named"]:
             assert r["drugs"] == []
-    assert misspelled > 30
+        for name in r["meta"].get("not_taken", []):
+            not_taken += 1
+            assert name.lower() not in {d.lower() for d in r["drugs"]}, (r["id"], name)
+            for hit in re.finditer(re.escape(name), r["text"]):
+                assert not any(s["start"] == hit.start() and s["end"] == hit.end() for s in r["spans"])
+    assert misspelled > 30 and not_taken > 5, (misspelled, not_taken)
     combos = [d for r in _all(splits_) for d in r["drugs"] if "/" in d]
     assert combos, "no combination product written as one span"
 

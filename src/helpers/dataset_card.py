@@ -46,8 +46,9 @@ def split_stats(recs: Reports) -> dict[str, Any]:
 
 
 def genre_stats(recs: Reports) -> dict[str, dict[str, Any]]:
-    """Per genre (all splits together): share of the mix, lengths, labels per report and the
-    shares of drugless, eventless, long-list, negated, hypothetical, indication and misspelled reports."""
+    """Per genre (all splits together): share of the mix, lengths, labels per report and the shares
+    of drugless, eventless, long-list, negated, hypothetical, indication, misspelled reports and of
+    reports naming a drug the patient does not take (no label)."""
     by: dict[str, list[dict[str, Any]]] = {}
     for r in recs:
         by.setdefault(genre_of(r), []).append(r)
@@ -67,7 +68,8 @@ def genre_stats(recs: Reports) -> dict[str, dict[str, Any]]:
                   "share_hypothetical": _share(rs, lambda r: _meta(r).get("hypothetical")),
                   "share_indication": _share(rs, lambda r: _meta(r).get("disease")),
                   "share_worsened": _share(rs, lambda r: _meta(r).get("worsened")),
-                  "share_misspelled": _share(rs, lambda r: _meta(r).get("misspelled"))}
+                  "share_misspelled": _share(rs, lambda r: _meta(r).get("misspelled")),
+                  "share_drug_not_taken": _share(rs, lambda r: _meta(r).get("not_taken"))}
     return out
 
 

@@ -111,6 +111,10 @@ def _forum_extras(ctx: Ctx, base: dict) -> list[Sentence]:
     if story.comeds:
         out.append(fill(rng.choice(("also on {comeds}", "i also take {comeds}", "other meds: {comeds}")),
                         {"comeds": ctx.comeds()}))
+    if story.not_taken:
+        out.append(fill(rng.choice(("my doc wants to try {x} next if this doesn't settle",
+                                    "thinking of asking about {x} instead", "my friend takes {x} and swears by it")),
+                        {"x": ctx.not_taken()}))
     return out
 
 
@@ -156,7 +160,8 @@ def forum(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     else:
         story.negated, story.hypothetical, story.comeds = [], [], []
     lower = rng.random() < 0.7
-    return _join_post(ctx, sents, lower), {"style": "lower" if lower else "mixed", "sentences": len(sents)}
+    return _join_post(ctx, sents, lower), {"style": "lower" if lower else "mixed", "sentences": len(sents),
+                                           "not_taken": list(ctx.unlabelled)}
 
 
 def _weighted_len(rng: random.Random) -> int:
@@ -302,7 +307,10 @@ def clinical_note(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     else:
         story.comeds = []
     lines.append(_note_plan(ctx, segs, base))
-    return _join_lines(lines), {"style": "note"}
+    if ctx.story.not_taken and rng.random() < 0.8:
+        lines.append([(rng.choice(("Consider switch to ", "If no improvement, discuss ", "Pt asked about ")), None),
+                      (ctx.not_taken(), None), (".", None)])
+    return _join_lines(lines), {"style": "note", "not_taken": list(ctx.unlabelled)}
 
 
 def _note_plan(ctx: Ctx, segs: list[Sentence], base: dict) -> Sentence:

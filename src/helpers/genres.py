@@ -81,6 +81,7 @@ class Story:
     worsened: str | None = None
     misspelled: list[str] = field(default_factory=list)
     clausal: list[str] = field(default_factory=list)      # events said as clauses
+    not_taken: Drug | None = None                            # named but not taken: no label
 
 
 def _cap(text: str) -> str:
@@ -179,6 +180,10 @@ def plan_story(genre: str, drugs: Sequence[Drug], rng: random.Random) -> Story:
         if not any({x.lower() for x in d.all_names} & {x.lower() for x in p.all_names} for p in picked):
             picked.append(d)
     story = Story(genre, picked[:1], picked[1:], named)
+    others = [d for d in drugs if not any({x.lower() for x in d.all_names} & {x.lower() for x in p.all_names}
+                                          for p in picked)]
+    if others and genre in ("forum", "clinical_note") and rng.random() < 0.12:
+        story.not_taken = rng.choice(others)
     main = picked[0]
     story.disease = rng.choice(main.diseases) if main.diseases and rng.random() < 0.6 else None
     if rng.random() >= st.p_no_ae:
@@ -225,6 +230,7 @@ class Ctx:
     style: GenreStyle
     max_chars: int
     said: dict[str, list[Segment]] = field(default_factory=dict)
+    unlabelled: list[str] = field(default_factory=list)       # drug names written but not taken
 
     def drug(self, d: Drug) -> list[Segment]:
         """A drug as written; the same drug is written the same way throughout one report."""
@@ -237,6 +243,14 @@ class Ctx:
         if self.story.named:
             return self.drug(self.story.suspects[0])
         return [(self.rng.choice(UNNAMED[self.story.genre]), None)]
+
+    def not_taken(self) -> str:
+        """A drug the patient only considers: its name as plain text, never a label."""
+        d = self.story.not_taken
+        pool = d.brands if d.brands and self.rng.random() < self.style.p_brand else d.generics
+        name = self.rng.choice(pool or d.mentions)
+        self.unlabelled.append(name)
+        return name
 
     def comeds(self) -> list[Segment]:
         """The co-medications, each written once, joined as a list."""
@@ -278,7 +292,8 @@ def record(genre: str, split: str, index: int, segments: list[Segment], story: S
             "disease": story.disease if story.disease and story.disease in text else None,
             "worsened": story.worsened if story.worsened and story.worsened in aes else None,
             "lay_terms": [s for s, t in story.events if s != t and s in aes],
-            "misspelled": [m for m in story.misspelled if m in text or m.lower() in text], **extra}
+            "misspelled": [m for m in story.misspelled if m in text or m.lower() in text],
+            "not_taken": extra.pop("not_taken", []), **extra}
     return {"id": f"{split}-{index:05d}", "text": text, "drugs": drugs, "adverse_events": aes,
             "spans": spans, "meta": meta}
 
