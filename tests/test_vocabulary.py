@@ -65,3 +65,11 @@ def test_a_bad_row_names_file_and_line(tmp_path, file, old, new, message):
     (tmp_path / file).write_text(text.replace(old, new, 1))
     with pytest.raises(DataError, match=message):
         V.load(tmp_path)
+
+
+def test_names_carry_no_dose_form_or_device_word():
+    import re
+    form_word = re.compile(r"\b(patch|gel|cream|inhaler|pen|tablets?|pills?|shot|nasal|spray|\d+\s*mg)\b", re.I)
+    for d in V.load().drugs:
+        for name in [d["generic"], *d["brands"].split(";")]:
+            assert not form_word.search(name), name

@@ -518,6 +518,7 @@ def _faker(locale: str):
 
 
 def _dose(form: str, rng: random.Random) -> str:
+    form = {"infusion": "injection", "cream": "gel", "patch": "gel", "spray": "gel"}.get(form, form)
     if form == "inhaler":
         return rng.choice(("2 puffs twice a day", "one puff daily", "2 puffs in the morning"))
     if form == "injection":
