@@ -52,8 +52,10 @@ STYLES: dict[str, GenreStyle] = {
 }
 
 # conditions that, when clearly made worse, are a reaction ("worse anxiety")
-WORSENABLE = ("anxiety", "depression", "insomnia", "migraines", "headaches", "acid reflux",
-              "nerve pain", "back pain", "acne", "psoriasis", "eczema", "mood swings", "panic attacks")
+WORSENABLE = ("anxiety", "depression", "insomnia", "migraines", "headaches", "acid reflux", "heartburn",
+              "nerve pain", "back pain", "pain", "chronic pain", "acne", "severe acne", "psoriasis", "eczema",
+              "mood swings", "panic attacks", "sleep problems", "hot flashes", "constipation", "wheezing",
+              "itching", "hives", "allergies", "fluid retention")
 NOTE_ABBREV = {"high blood pressure": "HTN", "hypertension": "HTN", "blood pressure": "HTN", "type 2 diabetes": "T2DM",
                "high cholesterol": "HLD", "depression": "MDD", "atrial fibrillation": "AFib",
                "rheumatoid arthritis": "RA", "acid reflux": "GERD", "heart failure": "CHF",
@@ -190,7 +192,7 @@ def plan_story(genre: str, drugs: Sequence[Drug], rng: random.Random) -> Story:
         n = _weighted(rng, st.n_events)
         story.events = pick_events(main, n, st.register, rng, [story.disease] if story.disease else [],
                                    0.3 if genre == "forum" else 0.0, story.clausal)
-        if story.disease and story.disease.lower() in WORSENABLE and rng.random() < 0.25:
+        if story.disease and story.disease.lower() in WORSENABLE and rng.random() < 0.5:
             story.worsened = f"worse {story.disease.lower()}"
     if rng.random() < st.p_negation:
         story.negated = _negations(story, rng.choice((1, 1, 2)), rng)
