@@ -2,6 +2,7 @@
 (and every name they go by) never occur in train."""
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Any, Protocol, Sequence, TypeVar
@@ -31,8 +32,31 @@ def require_sizes(sizes: dict[str, int]) -> None:
             raise SplitError(f"split {split!r} would be empty: n_{split} = {n!r} (need at least 1)")
 
 
+def _tokens(name: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"[a-z]+", name.lower()))
+
+
+def _contained(drugs: Sequence[D]) -> list[tuple[int, int]]:
+    """Pairs (i, j) where a name of drug i is written inside a name of drug j as whole words
+    ("estradiol" in "ethinyl estradiol/norgestimate"): such drugs must share a side of the split."""
+    names = [(i, _tokens(n)) for i, d in enumerate(drugs) for n in {d.name, *d.all_names}]
+    by_token: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+    for i, toks in names:
+        for t in set(toks):
+            by_token.setdefault(t, []).append((i, toks))
+    pairs = []
+    for i, toks in names:
+        if len(toks) == 0 or len("".join(toks)) < 3:
+            continue
+        for j, other in by_token.get(toks[0], []):
+            if j != i and any(other[k:k + len(toks)] == toks for k in range(len(other) - len(toks) + 1)):
+                pairs.append((i, j))
+    return pairs
+
+
 def drug_groups(drugs: Sequence[D]) -> list[list[D]]:
-    """Drug records grouped when they share any name (Lipitor and Atorvastatin are one group)."""
+    """Drug records grouped when they share any name (Lipitor and Atorvastatin are one group) or
+    one's name is written inside another's (simvastatin and ezetimibe/simvastatin)."""
     parent = list(range(len(drugs)))
 
     def find(i: int) -> int:
@@ -49,14 +73,27 @@ def drug_groups(drugs: Sequence[D]) -> list[list[D]]:
                 parent[find(i)] = find(owner[key])
             else:
                 owner[key] = i
+    for i, j in _contained(drugs):
+        parent[find(i)] = find(j)
     groups: dict[int, list[D]] = {}
     for i, d in enumerate(drugs):
         groups.setdefault(find(i), []).append(d)
     return sorted(groups.values(), key=lambda g: min(x.name.lower() for x in g))
 
 
+def unseen_count(n_drugs: int, n_unseen: int | None = None, share: float | None = None) -> int:
+    """How many drugs to hold out: at least n_unseen, and at least `share` of all drugs."""
+    need = max(int(n_unseen or 0), math.ceil(float(share or 0) * n_drugs))
+    if need < 1:
+        raise SplitError(f"split 'test_unseen' would be empty: n_unseen_drugs = {n_unseen}, "
+                         f"unseen_drug_share = {share}")
+    return need
+
+
 def partition_drugs(drugs: Sequence[D], n_unseen: int, seed: int) -> tuple[list[D], list[D]]:
-    """Seeded choice of about n_unseen drugs (whole name groups) held out for test_unseen."""
+    """Seeded choice of at least n_unseen drugs (whole name groups) held out for test_unseen (fewer
+    only when the groups run out); a group that would overshoot the target by more than a quarter
+    is passed over."""
     if n_unseen < 1:
         raise SplitError(f"split 'test_unseen' would be empty: n_unseen_drugs = {n_unseen}")
     groups = drug_groups(drugs)
@@ -67,14 +104,26 @@ def partition_drugs(drugs: Sequence[D], n_unseen: int, seed: int) -> tuple[list[
     random.Random(f"unseen:{seed}").shuffle(order)
     unseen: list[D] = []
     taken: set[int] = set()
+    limit = max(n_unseen + 1, math.ceil(n_unseen * 1.25))
     for gi in order:
         if len(unseen) >= n_unseen or len(taken) == len(groups) - 1:
             break
+        if len(unseen) + len(groups[gi]) > limit:
+            continue
+        unseen.extend(groups[gi])
+        taken.add(gi)
+    if not taken:                         # every group is larger than the target: take the smallest
+        gi = min(order, key=lambda k: len(groups[k]))
         unseen.extend(groups[gi])
         taken.add(gi)
     seen = [d for gi, g in enumerate(groups) if gi not in taken for d in g]
     key = lambda d: d.name.lower()  # noqa: E731
     return sorted(seen, key=key), sorted(unseen, key=key)
+
+
+def names_pattern(drugs: Sequence[NamedDrug]) -> re.Pattern | None:
+    """One regex for every name of `drugs` as a whole word, any case (None when there are none)."""
+    return _names_pattern(drugs)
 
 
 def _names_pattern(drugs: Sequence[NamedDrug]) -> re.Pattern | None:

@@ -12,15 +12,13 @@ import logging
 import math
 import random
 import re
-import statistics
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from . import schemas
-from .io import DataError, write_jsonl, write_text
+from . import schemas, vocabulary
+from .io import DataError, write_jsonl
 from .splits import normalize_text
 
 log = logging.getLogger(__name__)
@@ -36,13 +34,13 @@ Segment = tuple[str, str | None]          # (text, label or None)
 LAY: dict[str, tuple[str, ...]] = {
     "nausea": ("feeling sick to my stomach", "queasiness", "an upset stomach"),
     "vomiting": ("throwing up", "vomiting spells"),
-    "headache": ("bad headaches", "a pounding head", "head pain"),
-    "dizziness": ("dizzy spells", "lightheadedness", "the room spinning"),
-    "diarrhea": ("loose stools", "the runs", "watery stools"),
+    "headache": ("headaches", "a pounding head", "head pain"),
+    "dizziness": ("dizzy spells", "lightheadedness", "spinning spells"),
+    "diarrhea": ("loose stools", "loose bowels", "watery stools"),
     "constipation": ("trouble going to the bathroom", "hard stools"),
-    "insomnia": ("trouble sleeping", "a hard time sleeping at night", "sleepless nights"),
-    "drowsiness": ("sleepiness during the day", "feeling sleepy all day"),
-    "fatigue": ("feeling tired all the time", "no energy", "exhaustion"),
+    "insomnia": ("trouble sleeping", "a hard time sleeping", "sleepless nights"),
+    "drowsiness": ("daytime sleepiness", "feeling sleepy"),
+    "fatigue": ("feeling tired", "no energy", "exhaustion"),
     "tiredness": ("feeling worn out", "no energy"),
     "muscle pain": ("aching muscles", "sore muscles"),
     "joint pain": ("aching joints", "sore knees"),
@@ -52,12 +50,12 @@ LAY: dict[str, tuple[str, ...]] = {
     "hives": ("welts on my skin", "itchy welts"),
     "weight gain": ("putting on weight", "gaining weight"),
     "weight loss": ("losing weight",),
-    "dry mouth": ("a dry mouth all the time", "cotton mouth"),
+    "dry mouth": ("a parched mouth", "cotton mouth"),
     "blurred vision": ("blurry vision", "fuzzy eyesight"),
     "anxiety": ("feeling anxious", "nervousness"),
     "restlessness": ("feeling jittery", "feeling restless"),
     "tremor": ("shaking hands", "shakiness"),
-    "sweating": ("night sweats", "sweating a lot"),
+    "sweating": ("night sweats", "sweatiness"),
     "runny nose": ("a running nose", "a drippy nose"),
     "stuffy nose": ("a blocked nose", "congestion"),
     "sore throat": ("a scratchy throat", "throat irritation"),
@@ -70,10 +68,10 @@ LAY: dict[str, tuple[str, ...]] = {
     "indigestion": ("an upset stomach", "stomach upset"),
     "chest pain": ("tightness in my chest", "chest tightness"),
     "shortness of breath": ("trouble breathing", "breathlessness"),
-    "fast heartbeat": ("a racing heart", "my heart pounding"),
+    "fast heartbeat": ("a racing heart", "heart pounding"),
     "palpitations": ("heart fluttering", "a racing heart"),
     "fever": ("a high temperature", "a temperature"),
-    "chills": ("shivering", "the shivers"),
+    "chills": ("shivering", "shivers"),
     "confusion": ("brain fog", "feeling foggy"),
     "memory problems": ("forgetfulness", "trouble remembering things"),
     "depression": ("feeling down", "low mood"),
@@ -84,11 +82,11 @@ LAY: dict[str, tuple[str, ...]] = {
     "numbness": ("numb fingers", "numb feet"),
     "tingling": ("pins and needles", "tingling in my fingers"),
     "loss of appetite": ("no appetite", "not feeling hungry"),
-    "increased appetite": ("always feeling hungry",),
+    "increased appetite": ("feeling hungry",),
     "bloating": ("a bloated belly", "feeling bloated"),
-    "gas": ("wind", "lots of gas"),
+    "gas": ("wind", "gassiness"),
     "unusual dreams": ("weird dreams", "vivid dreams"),
-    "bruising": ("bruises everywhere", "easy bruising"),
+    "bruising": ("bruises all over my legs", "easy bruising"),
     "dark urine": ("dark pee", "tea-colored urine"),
     "unpleasant taste": ("a metallic taste", "a bitter taste in my mouth"),
     "sinus pain": ("pressure in my sinuses",),
@@ -195,8 +193,11 @@ class Drug:
     mentions: tuple[str, ...]        # ways to write its name
     events: tuple[str, ...]          # clean side-effect terms
     diseases: tuple[str, ...]        # how a reporter names what it treats
-    form: str                        # tablet | injection | inhaler | gel
+    form: str                        # tablet | injection | inhaler | gel | ... (vocabulary.FORMS)
     all_names: tuple[str, ...] = field(default=())
+    generics: tuple[str, ...] = field(default=())
+    brands: tuple[str, ...] = field(default=())
+    misspellings: tuple[str, ...] = field(default=())   # common misspellings, written as people do
 
 
 _TERM_OK = re.compile(r"^[A-Za-z][A-Za-z' /-]*[A-Za-z]$")
@@ -258,11 +259,7 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
     """Drug records the generator can use; records without usable side effects are skipped with a warning."""
     out = []
     for rec in records:
-        events = []
-        for term in schemas.all_side_effects(rec):
-            t = clean_term(term)
-            if t and t.lower() not in {e.lower() for e in events}:
-                events.append(t)
+        events = _events_for(rec)
         if not events:
             log.warning("drug record %r has no usable side effects; skipped", rec.get("name"))
             continue
@@ -272,9 +269,24 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
             log.warning("drug record %r has no writable name; skipped", rec.get("name"))
             continue
         all_names = tuple(schemas.dedupe(x.strip() for x in names if x.strip()))
-        out.append(Drug(rec["name"], tuple(mentions), tuple(events), _diseases_for(rec),
-                        _form_for(rec), all_names))
+        diseases = tuple(rec.get("indications") or ()) or _diseases_for(rec)
+        out.append(Drug(rec["name"], tuple(mentions), tuple(events), diseases,
+                        rec.get("form") or _form_for(rec), all_names,
+                        tuple(n for n in (_clean_name(x) for x in rec.get("generic_names", [])) if n),
+                        tuple(n for n in (_clean_name(x) for x in rec.get("brand_names", [])) if n),
+                        tuple(rec.get("misspellings", ()))))
     return out
+
+
+def _events_for(rec: dict[str, Any]) -> list[str]:
+    """Side-effect terms of a record: scraped ones cleaned, vocabulary ones (already clean) as they are."""
+    raw = schemas.all_side_effects(rec)
+    terms = raw if rec.get("source") == vocabulary.SOURCE else [clean_term(t) for t in raw]
+    events: list[str] = []
+    for t in [*terms, *rec.get("class_side_effects", [])]:
+        if t and t.lower() not in {e.lower() for e in events}:
+            events.append(t)
+    return events
 
 
 # ---- building text with spans -----------------------------------------------------------------
@@ -506,6 +518,7 @@ def _faker(locale: str):
 
 
 def _dose(form: str, rng: random.Random) -> str:
+    form = {"infusion": "injection", "cream": "gel", "patch": "gel", "spray": "gel"}.get(form, form)
     if form == "inhaler":
         return rng.choice(("2 puffs twice a day", "one puff daily", "2 puffs in the morning"))
     if form == "injection":
@@ -841,10 +854,13 @@ def check_report(rec: dict[str, Any], where: str = "report") -> dict[str, Any]:
 
 
 def generate_template_split(drugs: Sequence[Drug], n: int, seed: int, split: str,
-                            exclude: set[str] | None = None, progress: bool = False
-                            ) -> list[dict[str, Any]]:
-    """n template reports for one split, none with a text in `exclude` or repeated within the split."""
-    gen = TemplateGenerator(drugs, seed, split)
+                            exclude: set[str] | None = None, progress: bool = False,
+                            genre_mix: dict[str, float] | None = None, max_chars: int = 0,
+                            forbidden: re.Pattern | None = None) -> list[dict[str, Any]]:
+    """n template reports for one split in the genre mix (default: messages only), none with a
+    text in `exclude`, repeated within the split, longer than max_chars or naming `forbidden`."""
+    from .genres import GenreGenerator
+    gen = GenreGenerator(drugs, seed, split, genre_mix, max_chars)
     seen = set(exclude or ())
     out = []
     it: Iterable[int] = range(n)
@@ -855,28 +871,35 @@ def generate_template_split(drugs: Sequence[Drug], n: int, seed: int, split: str
         for attempt in range(50):
             rec = gen.generate(i, attempt)
             key = normalize_text(rec["text"])
-            if key not in seen:
+            if key not in seen and not (max_chars and len(rec["text"]) > max_chars) \
+                    and not (forbidden and forbidden.search(rec["text"])):
                 break
         else:
-            raise DataError(f"split {split!r}: could not make report {i} differ from earlier ones")
+            raise DataError(f"split {split!r}: could not make report {i} differ from earlier ones, "
+                            f"fit {max_chars} characters and name no held-out drug")
         seen.add(key)
         out.append(check_report(rec, f"{split}[{i}]"))
     return out
 
 
 def build_template_splits(records: Sequence[dict[str, Any]], sizes: dict[str, int],
-                          n_unseen_drugs: int, seed: int, progress: bool = False
+                          n_unseen_drugs: int, seed: int, progress: bool = False,
+                          genre_mix: dict[str, float] | None = None, max_chars: int = 0,
+                          unseen_share: float | None = None
                           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """All four splits from drug records: unseen drugs only in test_unseen, no text in two splits."""
     from . import splits as sp
     sp.require_sizes(sizes)
     drugs = prepare_drugs(records)
-    seen_drugs, unseen_drugs = sp.partition_drugs(drugs, n_unseen_drugs, seed)
+    n_unseen = sp.unseen_count(len(drugs), n_unseen_drugs, unseen_share)
+    seen_drugs, unseen_drugs = sp.partition_drugs(drugs, n_unseen, seed)
+    forbidden = sp.names_pattern(unseen_drugs)
     out: dict[str, list[dict[str, Any]]] = {}
     texts: set[str] = set()
     for split in SPLITS:
         pool = unseen_drugs if split == "test_unseen" else seen_drugs
-        out[split] = generate_template_split(pool, sizes[split], seed, split, texts, progress)
+        out[split] = generate_template_split(pool, sizes[split], seed, split, texts, progress, genre_mix,
+                                             max_chars, None if split == "test_unseen" else forbidden)
         texts |= {normalize_text(r["text"]) for r in out[split]}
     sp.check_splits(out, unseen_drugs)
     info = {"drugs_used": [d.name for d in drugs],
@@ -893,134 +916,9 @@ def write_splits(splits_: dict[str, list[dict[str, Any]]], out_dir: Path | str) 
     return [write_jsonl(Path(out_dir) / f"{split}.jsonl", recs) for split, recs in splits_.items()]
 
 
-# ---- dataset card -----------------------------------------------------------------------------
-def split_stats(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and shares of one split: labels, lengths, empty / negated / multi-drug reports."""
-    n = len(recs) or 1
-    lengths = [len(r["text"]) for r in recs]
-    return {
-        "reports": len(recs),
-        "drug_labels": sum(len(r["drugs"]) for r in recs),
-        "ae_labels": sum(len(r["adverse_events"]) for r in recs),
-        "share_no_ae": round(sum(not r["adverse_events"] for r in recs) / n, 3),
-        "share_no_drug": round(sum(not r["drugs"] for r in recs) / n, 3),
-        "share_multi_drug": round(sum(len(r["drugs"]) > 1 for r in recs) / n, 3),
-        "share_negated": round(sum(bool(r.get("meta", {}).get("negated")) for r in recs) / n, 3),
-        "share_disease": round(sum(bool(r.get("meta", {}).get("disease")) for r in recs) / n, 3),
-        "chars_median": int(statistics.median(lengths)) if lengths else 0,
-        "chars_min": min(lengths, default=0),
-        "chars_max": max(lengths, default=0),
-    }
-
-
-def drug_coverage(splits_: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
-    """Reports per drug record (suspect or co-medication) per split."""
-    cov: dict[str, dict[str, int]] = {}
-    for split, recs in splits_.items():
-        for r in recs:
-            for name in sorted(set(r.get("meta", {}).get("drug_names", []))):
-                cov.setdefault(name, {s: 0 for s in splits_})[split] += 1
-    return dict(sorted(cov.items()))
-
-
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def dataset_card(splits_: dict[str, list[dict[str, Any]]], params: dict[str, Any],
-                 info: dict[str, Any]) -> str:
-    """The Markdown card written beside the data: counts, distributions, coverage, examples."""
-    stats = {s: split_stats(r) for s, r in splits_.items()}
-    keys = list(next(iter(stats.values())).keys())
-    parts = [f"# Synthetic adverse-event reports (run `{params.get('run')}`)", "",
-             f"Generator: `{params.get('generator')}`, seed {params.get('seed')}. Every label is a "
-             "span of its report's text (`text[start:end] == label`, checked before writing). "
-             "Negated symptoms, the disease being treated and reporter details are not labels.", "",
-             "## Splits", "", _md_table(["split"] + keys, [[s] + [v[k] for k in keys]
-                                                          for s, v in stats.items()]), ""]
-    parts += ["Unseen drugs (only in `test_unseen`): " + (", ".join(info.get("unseen_drugs", [])) or "none"),
-              "", "Skipped drug records (no usable side effects): " +
-              (", ".join(info.get("drugs_skipped", [])) or "none"), ""]
-    if info.get("teacher"):
-        parts += ["## Teacher", "", _md_table(["metric", "value"], sorted(info["teacher"].items())), ""]
-    ae_counts = Counter(a.lower() for r in splits_.get("train", []) for a in r["adverse_events"])
-    parts += ["## Most frequent adverse-event labels (train)", "",
-              _md_table(["label", "count"], ae_counts.most_common(15)), ""]
-    n_ae = Counter(len(r["adverse_events"]) for recs in splits_.values() for r in recs)
-    n_dr = Counter(len(r["drugs"]) for recs in splits_.values() for r in recs)
-    parts += ["## Labels per report (all splits)", "",
-              _md_table(["count", "reports by adverse events", "reports by drugs"],
-                        [[k, n_ae.get(k, 0), n_dr.get(k, 0)] for k in sorted(set(n_ae) | set(n_dr))]), ""]
-    shapes = Counter((r.get("meta", {}).get("shape", "?"), r.get("meta", {}).get("style", "?"))
-                     for recs in splits_.values() for r in recs)
-    parts += ["## Shapes and styles (all splits)", "",
-              _md_table(["shape", "style", "reports"], [[a, b, c] for (a, b), c in sorted(shapes.items())]), ""]
-    cov = drug_coverage(splits_)
-    parts += ["## Per-drug coverage (reports naming or implying the drug)", "",
-              _md_table(["drug"] + list(splits_), [[d] + [c[s] for s in splits_] for d, c in cov.items()]), ""]
-    parts += ["## Examples", ""]
-    train = splits_.get("train", [])
-    picks = _examples(train)
-    for r in picks:
-        parts += [f"**{r['id']}** ({r.get('meta', {}).get('shape')}, {r.get('meta', {}).get('style')})",
-                  "", "```text", r["text"], "```", "", "```json", schemas.answer_json(r), "```", ""]
-    return "\n".join(parts)
-
-
-def _examples(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Three instructive examples: a multi-event report, one with a negation, one with no event."""
-    out: list[dict[str, Any]] = []
-    tests = (lambda r: len(r["adverse_events"]) >= 2 and r["drugs"],
-             lambda r: r.get("meta", {}).get("negated") and r["adverse_events"],
-             lambda r: not r["adverse_events"])
-    for t in tests:
-        for r in recs:
-            if t(r) and r not in out and len(r["text"]) < 900:
-                out.append(r)
-                break
-    return out
-
-
-def plot_dataset(splits_: dict[str, list[dict[str, Any]]], path: Path | str):
-    """Length histogram, labels-per-report bars and per-drug coverage, saved as PNG; returns the figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for split, recs in splits_.items():
-        axes[0].hist([len(r["text"]) for r in recs], bins=30, alpha=0.5, label=split)
-    axes[0].set(title="report length (characters)", xlabel="characters", ylabel="reports")
-    axes[0].legend()
-    all_recs = [r for recs in splits_.values() for r in recs]
-    n_ae = Counter(len(r["adverse_events"]) for r in all_recs)
-    n_dr = Counter(len(r["drugs"]) for r in all_recs)
-    ks = sorted(set(n_ae) | set(n_dr))
-    axes[1].bar([k - 0.2 for k in ks], [n_ae.get(k, 0) for k in ks], 0.4, label="adverse events")
-    axes[1].bar([k + 0.2 for k in ks], [n_dr.get(k, 0) for k in ks], 0.4, label="drugs")
-    axes[1].set(title="labels per report", xlabel="labels", ylabel="reports")
-    axes[1].legend()
-    cov = drug_coverage(splits_)
-    names = list(cov)
-    bottom = [0] * len(names)
-    for split in splits_:
-        vals = [cov[n][split] for n in names]
-        axes[2].bar(names, vals, bottom=bottom, label=split)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    axes[2].set(title="reports per drug record", ylabel="reports")
-    axes[2].tick_params(axis="x", rotation=90, labelsize=6)
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    from .io import save_figure  # atomic: never a half-written PNG
-    save_figure(fig, path, dpi=100)
-    return fig
-
-
-def write_card(splits_: dict[str, list[dict[str, Any]]], params: dict[str, Any],
-               info: dict[str, Any], out_dir: Path | str) -> Path:
-    """Write card.md beside the data."""
-    return write_text(Path(out_dir) / "card.md", dataset_card(splits_, params, info))
+# ---- dataset card (helpers.dataset_card; names kept here for the notebook and older callers) --
+from .dataset_card import (_examples, dataset_card, drug_coverage, plot_dataset,  # noqa: E402,F401
+                           split_stats, write_card)
 
 
 # ---- orchestration ----------------------------------------------------------------------------
@@ -1080,7 +978,18 @@ def build_splits(records: Sequence[dict[str, Any]], params: dict[str, Any], prog
     if gen not in GENERATORS:
         raise ValueError(f"generator must be one of {GENERATORS}, got {gen!r}")
     sizes = {s: params.get(f"n_{s}") for s in SPLITS}
+    records = list(records)
+    if params.get("vocabulary"):
+        records = vocabulary.with_vocabulary(records)
+    n_unseen, share = params.get("n_unseen_drugs"), params.get("unseen_drug_share")
     if gen == "template":
-        return build_template_splits(records, sizes, params["n_unseen_drugs"], params["seed"], progress)
-    return build_llm_splits(records, sizes, params["n_unseen_drugs"], params["seed"],
-                            teacher_config(params), progress=progress)
+        out, info = build_template_splits(records, sizes, n_unseen, params["seed"], progress,
+                                          params.get("genre_mix"), params.get("max_chars") or 0, share)
+    else:
+        from . import splits as sp
+        n = sp.unseen_count(len(prepare_drugs(records)), n_unseen, share)
+        out, info = build_llm_splits(records, sizes, n, params["seed"], teacher_config(params),
+                                     progress=progress)
+    if params.get("vocabulary"):
+        info["vocabulary"] = vocabulary.summary(vocabulary.load())
+    return out, info
