@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from helpers import infer, metrics, paths, plots, report
+from helpers import infer, paths, plots, report, scoring
 from helpers.io import write_jsonl, write_text
 
 RUN = "r"
@@ -36,13 +36,13 @@ def run_files(tmp_path, monkeypatch):
     for system, raws in OUTPUTS.items():
         recs = [infer.make_record(r, raw, 9, "stop", system, "m", None, False) for r, raw in zip(REPORTS, raws)]
         write_jsonl(paths.predictions_file(RUN, "test", system), recs)
-    comparison = metrics.compare_systems(RUN, n_boot=50, seed=1)
-    gains = metrics.lora_gains(RUN, ["m"], n_boot=50, seed=1)
+    comparison = scoring.compare_systems(RUN, n_boot=50, seed=1)
+    gains = scoring.lora_gains(RUN, ["m"], n_boot=50, seed=1)
     out = paths.metrics_dir(RUN)
     write_text(out / "comparison.csv", comparison.to_csv(index=False))
     write_text(out / "lora_gains.csv", gains.to_csv(index=False))
     plots.f1_with_ci(comparison[~comparison["unsnapped"]], path=out / "f1_ci.png")
-    plots.error_types(metrics.collect(RUN)["error_types"], path=out / "error_types.png")
+    plots.error_types(scoring.collect(RUN)["error_types"], path=out / "error_types.png")
     return tmp_path
 
 
@@ -85,7 +85,7 @@ def test_a_headless_browser_shows_the_table_and_every_image(run_files, tmp_path)
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert f'data-images-total="{n_images}"' in body and f'data-images-ok="{n_images}"' in body, body
     assert f"images shown: {n_images} of {n_images}" in dom
-    assert dom.count("<table") >= 3 and "seed F1" in dom
+    assert dom.count("<table") >= 3 and "set-exact F1" in dom
     shot = tmp_path / "page.png"
     subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120, check=True)

@@ -152,8 +152,6 @@ def run(profile_name: str, models: list[str] | None = None, start: str | None = 
         return 0
     print(f"\nall steps finished in {time.time() - t_all:.0f} s\n")
     _report(runname)
-    from .report import write_report  # the results page for people who do not open notebooks
-    print(f"{'results page':>28}: {paths.rel(write_report(runname))}")
     return 0
 
 
@@ -196,6 +194,9 @@ def _report(run: str) -> None:
                         ("executed notebooks", paths.runs_dir(run)),
                         ("synthetic data", paths.synthetic_dir(run))):
         print(f"{what:>28}: {paths.rel(where)}/")
+    if table.exists():
+        from .report import write_report  # the results page for people who do not open notebooks
+        print(f"{'results page':>28}: {paths.rel(write_report(run))}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,16 +117,16 @@ def example_html(rec: dict[str, Any], row: dict[str, Any]) -> str:
 
 def examples_section(run: str, k: int = EXAMPLES_PER_SYSTEM) -> str:
     """Per system (its first split), the k reports with the lowest F1, highlighted."""
-    from . import metrics
+    from . import breakdowns, metrics, scoring
 
     out, done = [], set()
-    for (split, system), path in metrics.prediction_files(run).items():
+    for (split, system), path in scoring.prediction_files(run).items():
         if system in done:
             continue
         done.add(system)
         preds = metrics.load_predictions(path)
         by_id = {r["id"]: r for r in preds}
-        worst = metrics.worst_reports(preds, k)
+        worst = breakdowns.worst_reports(preds, k)
         worst = worst[worst["f1"] < 1.0]
         out.append(f"<h3>{html.escape(system)} <span class='meta'>({html.escape(split)}, "
                    f"{len(worst)} of its lowest-F1 reports)</span></h3>")
@@ -139,7 +139,7 @@ def examples_section(run: str, k: int = EXAMPLES_PER_SYSTEM) -> str:
 # ---- the page ------------------------------------------------------------------------------------------
 def comparison_section(comparison: pd.DataFrame, gains: pd.DataFrame | None) -> str:
     """The headline table per split (F1 with 95% intervals), then LoRA - base."""
-    from .metrics import gains_table, headline
+    from .tables import gains_table, headline
 
     table = headline(comparison)
     out = []
@@ -176,7 +176,7 @@ def build_html(run: str) -> str:
             f"{html.escape(paths.rel(folder))}/ and {html.escape(paths.rel(paths.predictions_dir(run)))}/. "
             f"<span id='render-check'></span></p>",
             "<h2>Comparison of systems</h2>",
-            "<p>seed P/R/F1: per report the set of drug and adverse-event strings, exact match, micro-averaged. "
+            "<p>set-exact P/R/F1 (the earlier 2023 study's metric): per report the set of drug and adverse-event strings, exact match, micro-averaged. "
             "Per-field F1 with 95% bootstrap intervals over reports (norm. = case/space/punctuation-insensitive, "
             "relaxed = token overlap).</p>",
             comparison_section(comparison, gains),
