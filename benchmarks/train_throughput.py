@@ -14,6 +14,7 @@ ratio new / today of examples/s: compare within one run, the machine may be shar
 
     python benchmarks/train_throughput.py                              # both offline models, cpu profile
     python benchmarks/train_throughput.py --models smollm2-135m --steps 6 --json out.json
+    python benchmarks/train_throughput.py --steps 20 --batch-size 4 --rows 64 --val-rows 16   # same val loss?
 """
 from __future__ import annotations
 
@@ -34,22 +35,23 @@ SPEED_KEYS = ("lm_head_at_labels", "train_sampling_strategy")
 OFFLINE_MODELS = ("smollm2-135m", "gemma3-270m")
 
 
-def template_reports(n: int, seed: int) -> list[dict[str, Any]]:
+def template_reports(n: int, seed: int, split: str = "train") -> list[dict[str, Any]]:
     """n reports of the study's template generator from the shipped drug records (seeded)."""
     from helpers import synthesize
     from helpers.io import read_json
 
     folder = paths.root() / "data" / "raw" / "drugs"
     records = [read_json(p) for p in sorted(folder.glob("*.json")) if p.name != "manifest.json"]
-    return synthesize.generate_template_split(synthesize.prepare_drugs(records), n, seed, "train")
+    return synthesize.generate_template_split(synthesize.prepare_drugs(records), n, seed, split)
 
 
-def workload(model_key: str, tokenizer: Any, n: int, seed: int) -> list[dict[str, list[int]]]:
+def workload(model_key: str, tokenizer: Any, n: int, seed: int, split: str = "train"
+             ) -> list[dict[str, list[int]]]:
     """The fixed rows formatted as step 3 does and tokenized with an answer-only mask."""
     from helpers.formatting import format_split
 
     spec = models.get_spec(model_key)
-    rows, _ = format_split(tokenizer, spec, template_reports(n, seed), max_length=10_000)
+    rows, _ = format_split(tokenizer, spec, template_reports(n, seed, split), max_length=10_000)
     return finetune.tokenize_rows(tokenizer, spec, rows, max_length=10_000, where="benchmark rows")
 
 
@@ -97,9 +99,10 @@ def warm_up(trainer: Any, head_at_labels: bool) -> None:
     trainer.model.zero_grad(set_to_none=True)
 
 
-def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed: int, n_rows: int
-               ) -> dict[str, Any]:
-    """Train `cfg.max_steps` steps with one backend and configuration; measure every step."""
+def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed: int, n_rows: int,
+               n_val: int = 0) -> dict[str, Any]:
+    """Train `cfg.max_steps` steps with one backend and configuration; measure every step (and the
+    val loss at the end when n_val > 0)."""
     if backend == "unsloth":
         finetune._import_unsloth()          # before TRL/transformers, so its patches apply
     import torch
@@ -114,6 +117,7 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
     model, tok = finetune.build_unsloth(spec, cfg) if backend == "unsloth" else finetune.build_hf(spec, cfg, device)
     load_s = time.perf_counter() - t_load
     rows = workload(cfg.model, tok, n_rows, rows_seed)
+    val = workload(cfg.model, tok, n_val, rows_seed, "val") if n_val else []
     timer = step_timer()
     head = cfg.lm_head_at_labels and backend == "hf"
     with tempfile.TemporaryDirectory(prefix="bench-") as out:
@@ -122,7 +126,8 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
         args.disable_tqdm = True
         trainer_cls = train_speed.trainer_class(SFTTrainer, cfg.train_sampling_strategy)
         trainer = trainer_cls(model=model, args=args, processing_class=tok,
-                              train_dataset=Dataset.from_list(rows), callbacks=[timer])
+                              train_dataset=Dataset.from_list(rows),
+                              eval_dataset=Dataset.from_list(val) if val else None, callbacks=[timer])
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)     # the table is the output
         finetune.check_labels(trainer, rows)
@@ -133,9 +138,12 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
             trainer.train()
         mem = memory.cuda_peak(start) if start else memory.cpu_figures(sampler)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        if val:
+            with train_speed.head_at_labels(head):
+                val_loss = trainer.evaluate()["eval_loss"]
     (s0, t0, k0), (s1, t1, k1) = timer.marks[0], timer.marks[-1]
     steps, seconds = s1 - s0, t1 - t0
-    examples = min(steps * cfg.effective_batch, len(rows))
+    examples = steps * cfg.effective_batch
     peak = mem["peak_reserved_gb"] if start else mem["peak_rss_train_gb"]
     return {"model": cfg.model, "backend": backend, "config": label,
             "settings": ", ".join(f"{k}={getattr(cfg, k)}" for k in SPEED_KEYS),
@@ -143,6 +151,7 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
             "rows": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1),
             "s_per_step": round(seconds / steps, 3), "examples_per_s": round(examples / seconds, 3),
             "tokens_per_s": round((k1 - k0) / seconds, 1), "first_loss": round(losses[0], 4),
+            "last_loss": round(losses[-1], 4), "val_loss": round(val_loss, 5) if val else None,
             "peak_gb": round(peak, 3), "peak_kind": "GPU reserved" if start else "RSS",
             "load_s": round(load_s, 1), "threads": torch.get_num_threads()}
 
@@ -173,6 +182,8 @@ def ratio_table(results: list[dict[str, Any]]) -> Any:
             out.append({"model": model, "backend": backend,
                         "today_s_per_step": by.at["today", "s_per_step"], "new_s_per_step": by.at["new", "s_per_step"],
                         "speedup": round(by.at["new", "examples_per_s"] / by.at["today", "examples_per_s"], 2)})
+            if by.at["today", "val_loss"] is not None and not pd.isna(by.at["today", "val_loss"]):
+                out[-1]["val_loss_change_%"] = round(100 * (by.at["new", "val_loss"] / by.at["today", "val_loss"] - 1), 2)
     return pd.DataFrame(out)
 
 
@@ -184,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="today,new", help="which of today,new,only-<speed key> to run (in this order)")
     ap.add_argument("--steps", type=int, default=4, help="optimizer steps, all timed (after a warm-up pass)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=0, help="training rows (0: steps x batch, one epoch)")
+    ap.add_argument("--val-rows", type=int, default=0, help="val rows scored after training (0: none)")
     ap.add_argument("--seed", type=int, default=13, help="seed of the template rows")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -200,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = dataclasses.replace(cfgs[label], backend=backend)
                 print(f"[bench] {model} {backend} {label}: {args.steps} steps of batch {args.batch_size} ...",
                       file=sys.stderr, flush=True)
-                results.append(run_config(label, backend, cfg, args.seed, args.steps * args.batch_size))
+                results.append(run_config(label, backend, cfg, args.seed, args.rows or args.steps * args.batch_size,
+                                          args.val_rows))
                 print(f"[bench]   {results[-1]['s_per_step']} s/step", file=sys.stderr, flush=True)
     cols = ["model", "backend", "config", "settings", "device", "batch", "mean_tokens", "timed_steps",
-            "s_per_step", "examples_per_s", "tokens_per_s", "first_loss", "peak_gb", "peak_kind"]
+            "s_per_step", "examples_per_s", "tokens_per_s", "first_loss", "last_loss", "val_loss", "peak_gb",
+            "peak_kind"]
     print(pd.DataFrame(results)[cols].to_string(index=False))
     ratios = ratio_table(results)
     if len(ratios):
