@@ -9,8 +9,8 @@ per-backend table: `hf` (transformers generate, CPU or CUDA) and `vllm` (helpers
 importable on a CUDA machine; elsewhere its row says why it is unavailable).
 
     .venv/bin/python benchmarks/infer_throughput.py                           # both models, 32 reports
-    .venv/bin/python benchmarks/infer_throughput.py --models smollm2-135m --n 16 --adapter artifacts/models/cpu/smollm2-135m
-    .venv/bin/python benchmarks/infer_throughput.py --backends --modes off,schema,spans
+    .venv/bin/python benchmarks/infer_throughput.py --model smollm2-135m --n 16 --adapter artifacts/models/cpu/smollm2-135m
+    .venv/bin/python benchmarks/infer_throughput.py --backends --model smollm2-135m --modes off,schema,spans
 """
 from __future__ import annotations
 
@@ -130,8 +130,7 @@ def study_reports(n: int, seed: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", action="store_true", help="the per-backend table instead of today/new")
-    ap.add_argument("--model", default="smollm2-135m", help="--backends: the model")
-    ap.add_argument("--models", default="smollm2-135m,gemma3-270m", help="compare: the models")
+    ap.add_argument("--models", "--model", default="smollm2-135m,gemma3-270m", help="comma list of model keys")
     ap.add_argument("--profile", default="cpu", help="compare: whose infer batch size and constrained mode")
     ap.add_argument("--adapter", default=None, help="a PEFT adapter folder to merge (step 4's output)")
     ap.add_argument("--n", type=int, default=32, help="reports in the fixed set")
@@ -160,15 +159,17 @@ def main() -> None:
     batch, cap = args.batch_size or 8, args.max_new_tokens or 64
     modes = [infer.constrained_mode(m) for m in args.modes.split(",")]
     reports = fixed_reports(args.n, args.seed)
-    rows = run_hf(args.model, reports, modes, batch, cap, args.adapter, "cpu")
-    if torch.cuda.is_available():
-        rows += run_hf(args.model, reports, modes, batch, cap, args.adapter, "cuda")
-    try:
-        infer_vllm.check_available()
-        rows += run_vllm(args.model, reports, modes, cap, args.adapter, args.seed)
-    except infer_vllm.VllmUnavailable as e:
-        rows.append({"backend": "vllm", "model": args.model, "constrained": "-", "reports": 0,
-                     "reports_per_s": None, "note": f"unavailable: {str(e).split(' (')[0].split(';')[0]}"})
+    rows = []
+    for key in args.models.split(","):
+        rows += run_hf(key, reports, modes, batch, cap, args.adapter, "cpu")
+        if torch.cuda.is_available():
+            rows += run_hf(key, reports, modes, batch, cap, args.adapter, "cuda")
+        try:
+            infer_vllm.check_available()
+            rows += run_vllm(key, reports, modes, cap, args.adapter, args.seed)
+        except infer_vllm.VllmUnavailable as e:
+            rows.append({"backend": "vllm", "model": key, "constrained": "-", "reports": 0,
+                         "reports_per_s": None, "note": f"unavailable: {str(e).split(' (')[0].split(';')[0]}"})
     print(f"{args.n} fixed reports, batch {batch}, at most {cap} new tokens, "
           f"torch threads {torch.get_num_threads()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(pd.DataFrame(rows).to_string(index=False))

@@ -189,7 +189,7 @@ def ratio_table(results: list[dict[str, Any]]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default=",".join(OFFLINE_MODELS))
+    ap.add_argument("--models", "--model", default=",".join(OFFLINE_MODELS), help="comma list of model keys")
     ap.add_argument("--profile", default="cpu", help="whose finetune recipe and speed settings to use")
     ap.add_argument("--backends", default="available", help="'available' or a comma list (hf,unsloth)")
     ap.add_argument("--configs", default="today,new", help="which of today,new,only-<speed key> to run (in this order)")
