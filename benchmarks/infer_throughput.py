@@ -92,27 +92,28 @@ def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: i
 
 
 def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max_new_tokens: int,
-            adapter: str | None) -> list[dict]:
-    """today (no prefix cache) and new (prefix cache) on the same reports, one right after the other."""
+            adapter: str | None, today_batch: int) -> list[dict]:
+    """today (no prefix cache, today's batch) and new (prefix cache, the profile's batch) on the same
+    reports, one right after the other."""
     spec = models.get_spec(model_key)
     tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
     model = models.load_model(model_key, device="cpu")
     if adapter:
         model = infer.apply_adapter(model, adapter, merge=True)
-    settings = {"today": {"prefix_cache": False}, "new": {"prefix_cache": True}}
+    settings = {"today": {"prefix_cache": False, "batch_size": today_batch},
+                "new": {"prefix_cache": True, "batch_size": batch_size}}
     for kw in settings.values():       # warm-up: first-call allocations, constrained tables
-        infer.predict(model, tok, spec, reports[:2], batch_size=2, max_new_tokens=max_new_tokens,
-                      constrained=mode, progress=False, **kw)
+        infer.predict(model, tok, spec, reports[:2], max_new_tokens=max_new_tokens, constrained=mode,
+                      progress=False, **{**kw, "batch_size": 2})
     rows, raws = [], {}
     for label, kw in settings.items():
-        records, seconds = infer.timed_predict(model, tok, spec, reports, batch_size=batch_size,
-                                               max_new_tokens=max_new_tokens, constrained=mode,
-                                               progress=False, **kw)
+        records, seconds = infer.timed_predict(model, tok, spec, reports, max_new_tokens=max_new_tokens,
+                                               constrained=mode, progress=False, **kw)
         raws[label] = [r["raw"] for r in records]
         s = infer.summarize(records, seconds)
         rows.append({"model": model_key + ("+lora" if adapter else ""), "config": label,
                      "settings": ", ".join(f"{k}={v}" for k, v in kw.items()), "constrained": mode or "off",
-                     "reports": s["reports"], "batch": batch_size, "seconds": s["seconds"],
+                     "reports": s["reports"], "seconds": s["seconds"],
                      "reports_per_s": s["reports_per_s"], "parse_rate": s["parse_rate"],
                      "mean_new_tokens": s["mean_new_tokens"]})
     same = sum(a == b for a, b in zip(raws["today"], raws["new"]))
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--adapter", default=None, help="a PEFT adapter folder to merge (step 4's output)")
     ap.add_argument("--n", type=int, default=32, help="reports in the fixed set")
     ap.add_argument("--batch-size", type=int, default=0, help="0: the profile's (compare) or 8")
+    ap.add_argument("--today-batch-size", type=int, default=16, help="compare: the batch of today's config")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
     ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
     ap.add_argument("--seed", type=int, default=13)
@@ -151,7 +153,8 @@ def main() -> None:
             batch = args.batch_size or int(params["batch_size"])
             cap = args.max_new_tokens or int(params["max_new_tokens"])
             mode = infer.constrained_mode(params["constrained"])
-            rows += compare(key, study_reports(args.n, args.seed), mode, batch, cap, args.adapter)
+            rows += compare(key, study_reports(args.n, args.seed), mode, batch, cap, args.adapter,
+                            args.today_batch_size)
         print(f"{args.n} template reports, profile {args.profile}, torch threads {torch.get_num_threads()}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
         print(pd.DataFrame(rows).fillna("").to_string(index=False))

@@ -177,3 +177,46 @@ def test_trainer_class_and_config_key():
     assert cfg.lm_head_at_labels is True and cfg.train_sampling_strategy == "length_buckets"
     with pytest.raises(ConfigError, match="train_sampling_strategy.*must be one of"):
         finetune.FinetuneConfig.from_params({**base, "train_sampling_strategy": "shortest_first"})
+
+
+# ---- end to end: step 4 with both settings on, interrupted and resumed ----------------------------
+@pytest.mark.slow
+def test_speed_settings_train_and_resume_to_the_same_result(tmp_path, monkeypatch):
+    """finetune.train with the head at labels and length buckets over 1.5 epochs: a run killed after
+    its first checkpoint and resumed reaches the uninterrupted run's losses and adapter (the bucket
+    order is a function of seed and epoch, so the resumed run sees the same batches)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from helpers import paths
+    from test_finetune import TINY, _write_short_rows
+
+    monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    (tmp_path / "artifacts").mkdir()
+    (REPO / "artifacts" / "cache").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "artifacts" / "cache").symlink_to(REPO / "artifacts" / "cache")
+    params = {**TINY, "max_steps": 6, "save_steps": 2, "eval_steps": 3,
+              "lm_head_at_labels": True, "train_sampling_strategy": "length_buckets"}
+    for run in ("a", "b"):
+        _write_short_rows(run, "smollm2-135m", n_train=8, n_val=2)
+    a = finetune.train(finetune.FinetuneConfig.from_params({**params, "run": "a"}), progress=False)
+    assert a.stats["steps"] == 6 and a.stats["epochs"] == 1.5
+    assert a.stats["final_val_loss"] < a.stats["base_val_loss"]
+    with pytest.raises(finetune.TrainingInterrupted):
+        finetune.train(finetune.FinetuneConfig.from_params({**params, "run": "b"}),
+                       callbacks=[finetune.interrupt_after_checkpoint(2)], progress=False)
+    b = finetune.train(finetune.FinetuneConfig.from_params({**params, "run": "b", "resume": True}),
+                       progress=False)
+    assert b.stats["resumed_from_step"] == 4
+    rows_a = finetune.read_loss_csv(a.files["loss_csv"])
+    rows_b = finetune.read_loss_csv(b.files["loss_csv"])
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    for ra, rb in zip(rows_a, rows_b):
+        for k in ("train_loss", "val_loss"):
+            if ra[k] is not None:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), (ra["step"], k)
+    wa, wb = load_file(str(a.files["adapter_model"])), load_file(str(b.files["adapter_model"]))
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6)
+    assert paths.model_dir("a", "smollm2-135m").exists()
