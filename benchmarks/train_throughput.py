@@ -5,7 +5,9 @@ on a CUDA GPU with unsloth installed and a model with a 4-bit id), it trains LoR
 recipe twice on the same rows, one configuration right after the other:
 
 - `today`: the recipe with the speed keys at their defaults (lm_head_at_labels false, random batches);
-- `new`:   the recipe as the profile sets them (the `cpu` profile: head only at labels, length buckets).
+- `new`:   the recipe as the profile sets them (the `cpu` profile: the LM head only at labelled positions);
+- optionally `only-<key>` (one key as the profile sets it) and `new+length_buckets` (length-bucketed
+  batches on top: faster again, but it changes which rows share a batch).
 
 The rows are template reports of the study's own generator (the `cpu` profile's lengths, 130-310
 tokens), exactly `--steps` batches, so both configurations see every row once. One untimed forward and
@@ -157,8 +159,8 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
 
 
 def configs(profile: str, model: str, steps: int, batch: int) -> dict[str, finetune.FinetuneConfig]:
-    """today (speed keys at their defaults), new (as the profile sets them) and, to see each key's
-    share, `only-<key>` (today plus that one key as the profile sets it) for one model."""
+    """today (speed keys at their defaults), new (as the profile sets them), to see each key's share
+    `only-<key>` (today plus that one key as the profile sets it), and `new+length_buckets`."""
     params = step_params(load_profile(profile), "04_finetune", model)
     params.update(max_steps=steps, batch_size=batch, grad_accum=1, resume=False,
                   save_steps=10 ** 6, eval_steps=10 ** 6, warmup_ratio=0.0)
@@ -168,6 +170,7 @@ def configs(profile: str, model: str, steps: int, batch: int) -> dict[str, finet
     out = {"today": today, "new": new}
     for key in SPEED_KEYS:
         out[f"only-{key}"] = dataclasses.replace(today, **{key: getattr(new, key)})
+    out["new+length_buckets"] = dataclasses.replace(new, train_sampling_strategy=train_speed.LENGTH_BUCKETS)
     return out
 
 
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", "--model", default=",".join(OFFLINE_MODELS), help="comma list of model keys")
     ap.add_argument("--profile", default="cpu", help="whose finetune recipe and speed settings to use")
     ap.add_argument("--backends", default="available", help="'available' or a comma list (hf,unsloth)")
-    ap.add_argument("--configs", default="today,new", help="which of today,new,only-<speed key> to run (in this order)")
+    ap.add_argument("--configs", default="today,new", help="which of today,new,only-<speed key>,new+length_buckets to run (in order)")
     ap.add_argument("--steps", type=int, default=4, help="optimizer steps, all timed (after a warm-up pass)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rows", type=int, default=0, help="training rows (0: steps x batch, one epoch)")
