@@ -142,10 +142,11 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
             max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
             system: str | None = None, adapter: str | None = None, snap: bool = True,
             fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
-            prefix_cache: bool = True) -> list[dict[str, Any]]:
+            prefix_cache: bool = False) -> list[dict[str, Any]]:
     """Prediction records for `reports` (in their order): batched greedy generation, left padding,
-    stop at the end-of-turn token; batches are formed by prompt length to waste little padding, and
-    the instruction prefix all prompts share is computed once (`prefix_cache`, same outputs)."""
+    stop at the end-of-turn token; batches are formed by prompt length to waste little padding.
+    `prefix_cache` computes the instruction prefix all prompts share once (same outputs; it pays
+    only where prompts are long against the answers: benchmarks/infer_throughput.py)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1 or max_new_tokens < 1:
