@@ -649,9 +649,9 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     args.disable_tqdm = not progress
     trainer_cls = train_speed.trainer_class(SFTTrainer, cfg.train_sampling_strategy)
     trainer = trainer_cls(model=model, args=args, processing_class=tokenizer,
-                         train_dataset=Dataset.from_list(train_tok),
-                         eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
-                         callbacks=list(callbacks) + ([progress_lines()] if progress else []))
+                          train_dataset=Dataset.from_list(train_tok),
+                          eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
+                          callbacks=list(callbacks) + ([progress_lines()] if progress else []))
     if not progress:                              # no per-step log lines either
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
