@@ -159,7 +159,7 @@ def main() -> None:
                             args.today_batch_size, args.prefix_cache)
         print(f"{args.n} template reports, profile {args.profile}, torch threads {torch.get_num_threads()}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
-        print(pd.DataFrame(rows).fillna("").to_string(index=False))
+        print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
         return
     batch, cap = args.batch_size or 8, args.max_new_tokens or 64
     modes = [infer.constrained_mode(m) for m in args.modes.split(",")]
