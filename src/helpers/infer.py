@@ -86,15 +86,22 @@ def _batches(order: Sequence[int], size: int) -> Iterable[list[int]]:
 
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids: Sequence[int],
                    max_new_tokens: int, constrained: str | bool = False,
-                   texts: Sequence[str] | None = None) -> list[tuple[str, int, str]]:
-    """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each."""
+                   texts: Sequence[str] | None = None, prefix: Any = None) -> list[tuple[str, int, str]]:
+    """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each.
+    With `prefix` (a prefix_cache.PrefixCache) the shared instruction prefix is not recomputed."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     ids = [encode(tokenizer, p) for p in prompts]
-    width = max(len(x) for x in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
-    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+    past: dict[str, Any] = {}
+    if prefix is not None:
+        from .prefix_cache import batch_inputs
+        input_ids, attention, past["past_key_values"] = batch_inputs(prefix, ids, pad)
+    else:
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+    width = input_ids.shape[1]
     device = next(model.parameters()).device
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                               eos_token_id=list(stop_ids), pad_token_id=pad)
@@ -106,7 +113,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
                                                 mode=constrained, texts=texts))
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                             generation_config=config, logits_processor=processors)
+                             generation_config=config, logits_processor=processors, **past)
     results = []
     stops = set(stop_ids)
     for row in out[:, width:].tolist():
@@ -136,9 +143,11 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
             max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
             system: str | None = None, adapter: str | None = None, snap: bool = True,
             fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
-            ) -> list[dict[str, Any]]:
+            prefix_cache: bool = False) -> list[dict[str, Any]]:
     """Prediction records for `reports` (in their order): batched greedy generation, left padding,
-    stop at the end-of-turn token; batches are formed by prompt length to waste little padding."""
+    stop at the end-of-turn token; batches are formed by prompt length to waste little padding.
+    `prefix_cache` computes the instruction prefix all prompts share once (same outputs; it pays
+    only where prompts are long against the answers: benchmarks/infer_throughput.py)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1 or max_new_tokens < 1:
@@ -150,12 +159,13 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     lengths = [len(encode(tokenizer, p)) for p in prompts]
     order = sorted(range(len(reports)), key=lambda i: -lengths[i])
     model.eval()
+    prefix = _prefix(model, tokenizer, prompts) if prefix_cache and len(reports) > 1 else None
     records: list[dict[str, Any] | None] = [None] * len(reports)
     bar = tqdm(total=len(reports), unit="report", desc=system, disable=not progress)
     try:
         for idx in _batches(order, batch_size):
             outputs = generate_batch(model, tokenizer, [prompts[i] for i in idx], stop_ids, max_new_tokens,
-                                     constrained=mode, texts=[reports[i]["text"] for i in idx])
+                                     constrained=mode, texts=[reports[i]["text"] for i in idx], prefix=prefix)
             for i, (raw, n_new, reason) in zip(idx, outputs):
                 records[i] = make_record(reports[i], raw, n_new, reason, system, spec.key, adapter, mode,
                                          snap=snap, fuzzy_threshold=fuzzy_threshold)
@@ -163,6 +173,12 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     finally:
         bar.close()
     return [r for r in records if r is not None]
+
+
+def _prefix(model: Any, tokenizer: Any, prompts: Sequence[str]) -> Any:
+    """The KV cache of the token prefix every prompt shares (None when too short to pay)."""
+    from . import prefix_cache
+    return prefix_cache.build(model, [encode(tokenizer, p) for p in prompts])
 
 
 def timed_predict(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], float]:
