@@ -13,7 +13,7 @@ environment. The schema is fixed and tiny, so a character automaton over it is e
   the allowed-token table is computed once per tokenizer (cached) and the exact number of tokens
   still needed to close the JSON is known, so near the token cap only tokens that can still close
   in time are allowed: with constraints on, every output parses.
-- `spans` mode (STUDY.md section 8): additionally every string is a span of the report itself,
+- `spans` mode (docs/design.md section 7): additionally every string is a span of the report itself,
   starting and ending on word boundaries, so the model can only copy the reporter's own words.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Real, human-annotated corpora that users download themselves (STUDY.md section 6) turned into
+"""Real, human-annotated corpora that users download themselves (docs/design.md section 6) turned into
 canonical reports, so steps 05 and 06 run on them through `test_file`.
 
 - CADEC (brat standoff): `text/NAME.txt` + `original/NAME.ann`. Lines `T1<TAB>ADR 9 19<TAB>bit

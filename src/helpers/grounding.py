@@ -1,4 +1,4 @@
-"""Grounding: find every predicted string in the report it came from (STUDY.md section 8).
+"""Grounding: find every predicted string in the report it came from (docs/design.md section 7).
 
 `locate` tries, in order: the exact string; the string ignoring case and runs of whitespace
 (status `case`); the best fuzzy window of whole words (rapidfuzz ratio >= threshold, status
@@ -122,7 +122,7 @@ def snap_record(parsed: dict[str, list[str]] | None,
                 grounding: list[dict[str, Any]]) -> dict[str, list[str]] | None:
     """The record with each case/fuzzy match replaced by the report's own text (then deduplicated),
     and without drugs that the model also listed as adverse events (a span is one or the other;
-    small models copy an event into both lists when a report names no drug, STUDY.md section 8)."""
+    small models copy an event into both lists when a report names no drug, docs/design.md section 7)."""
     if parsed is None:
         return None
     by_key = {(g["field"], g["predicted"]): g for g in grounding}

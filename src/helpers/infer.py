@@ -1,6 +1,6 @@
 """Step 5: batched greedy extraction with a base model or base + LoRA adapter, into prediction records.
 
-A prediction record (STUDY.md section 2, `schemas.PREDICTION_KEYS`) holds the report, its gold
+A prediction record (docs/data-contracts.md, `schemas.PREDICTION_KEYS`) holds the report, its gold
 record, the model's raw text, the parsed record (snapped to the report's own text by default,
 see `grounding`), the parse status and the grounding of every predicted string, plus `system`,
 `model`, `adapter`, `n_new_tokens`, `finish_reason` and `constrained`, and the report's gold

@@ -1,5 +1,5 @@
 """The model registry (one entry per model key) and loading: offline GGUF models from their PyPI
-packages through a cached plain copy (STUDY.md section 3), hub models by id (GPU / paper profile)."""
+packages through a cached plain copy (docs/design.md section 3), hub models by id (GPU / paper profile)."""
 from __future__ import annotations
 
 import importlib

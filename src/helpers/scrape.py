@@ -45,7 +45,7 @@ from .http import FetchError, Fetched, PoliteClient, cache_path, read_cached
 from .io import DataError, sha256_text, write_json
 from .schemas import SIDE_EFFECT_GROUPS, all_side_effects, dedupe, validate_drug_record
 
-# STUDY.md section 7, in its order
+# the 50 drugs of the earlier 2023 study, in its order
 STUDY_DRUGS = (
     "Abilify", "Infliximab", "Rituximab", "Etanercept", "Humira", "Enbrel", "Remicade", "Rituxan",
     "Nexium", "Prevacid", "Prilosec", "Protonix", "Crestor", "Lipitor", "Zocor", "Vytorin",
