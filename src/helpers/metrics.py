@@ -86,9 +86,13 @@ def match_items(gold: Sequence[str], pred: Sequence[str], matching: str,
             else:
                 continue
             candidates.append((-rank[0], -rank[1], i, j))
-    candidates.sort()
+    return greedy_pairs(candidates)
+
+
+def greedy_pairs(candidates: list[tuple[Any, Any, int, int]]) -> list[tuple[int, int]]:
+    """One-to-one (gold, predicted) pairs from ranked candidates `(key, key, i, j)`, best first."""
     used_g, used_p, pairs = set(), set(), []
-    for _, _, i, j in candidates:
+    for _, _, i, j in sorted(candidates):
         if i not in used_g and j not in used_p:
             used_g.add(i)
             used_p.add(j)

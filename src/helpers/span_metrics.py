@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .io import DataError
-from .metrics import GROUNDED, predicted, scores_with_ci
+from .metrics import GROUNDED, greedy_pairs, predicted, scores_with_ci
 from .schemas import FIELDS, LABELS
 
 SPAN_MATCHINGS = ("strict", "partial")
@@ -109,14 +109,7 @@ def match_spans(gold: Sequence[Span], pred: Sequence[Span], matching: str) -> li
             shared = min(ge, pe) - max(gs, ps)
             if gl == pl and (same or (matching == "partial" and shared > 0)):
                 candidates.append((not same, -shared, i, j))
-    candidates.sort()
-    used_g, used_p, pairs = set(), set(), []
-    for _, _, i, j in candidates:
-        if i not in used_g and j not in used_p:
-            used_g.add(i)
-            used_p.add(j)
-            pairs.append((i, j))
-    return sorted(pairs)
+    return greedy_pairs(candidates)
 
 
 def report_span_counts(gold: Sequence[Span], pred: Sequence[Span],
