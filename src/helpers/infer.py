@@ -9,6 +9,7 @@ see `grounding`), the parse status and the grounding of every predicted string, 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -59,7 +60,9 @@ def apply_adapter(model: Any, folder: Path | str, merge: bool = True) -> Any:
     the base model's weights in place: run the base variant first."""
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(model, str(folder))
+    with warnings.catch_warnings():   # PEFT calls a transformers method that warns it is renamed
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = PeftModel.from_pretrained(model, str(folder))
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
     if merge and not quantized:
         return peft_model.merge_and_unload()
