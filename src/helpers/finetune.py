@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 from . import memory, paths, train_speed
 from .config import ConfigError
 from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, atomic_path, finish_publish, publish_files,
-                 read_json, write_json)
+                 read_json, save_figure, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -563,11 +563,9 @@ def plot_loss(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 # ---- publishing -------------------------------------------------------------------------------

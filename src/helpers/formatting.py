@@ -146,7 +146,7 @@ def plot_lengths(formatted: dict[str, tuple[list[dict], list[dict]]], max_length
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for split, (rows, exc) in formatted.items():
@@ -159,11 +159,9 @@ def plot_lengths(formatted: dict[str, tuple[list[dict], list[dict]]], max_length
     ax.set_title(title or "token lengths")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 # ---- outputs ----------------------------------------------------------------------------------

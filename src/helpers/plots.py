@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .io import atomic_path
+from .io import save_figure
 from .schemas import FIELDS
 
 FIELD_TITLES = {"drugs": "drugs", "adverse_events": "adverse events", "spans_drug": "drug spans",
@@ -20,8 +20,7 @@ ERROR_COLORS = {"missed": "#d62728", "extra": "#ff7f0e", "partial": "#bcbd22"}
 def save(fig: Figure, path: Path | str | None, dpi: int = 110) -> Figure:
     """Write a figure as PNG atomically (when a path is given) and return it."""
     if path is not None:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        save_figure(fig, path, dpi=dpi, bbox_inches="tight")
     return fig
 
 
