@@ -242,6 +242,22 @@ def test_compare_systems(run_root):
         scoring.compare_systems("nothing-here")
 
 
+def test_other_runs_join_only_on_the_shared_handwritten_split(run_root):
+    # another run (say, an adapter trained on another data mix) scored on its own synthetic test split
+    # and on the hand-written set: only the hand-written file joins, named <system>@<run>
+    write_jsonl(paths.predictions_file("other", "test", "x-lora"), PREDS)
+    write_jsonl(paths.predictions_file("other", "handwritten", "x-lora"), PREDS[:2])
+    assert ("handwritten", "x-lora@other") not in scoring.prediction_files("demo")
+    files = scoring.prediction_files("demo", also_from=["other"])
+    assert ("handwritten", "x-lora@other") in files and ("test", "x-lora@other") not in files
+    df = scoring.compare_systems("demo", n_boot=10, also_from=["other"])
+    row = df[df["system"] == "x-lora@other"].iloc[0]
+    assert row["split"] == "handwritten" and row["n"] == 2
+    details = scoring.collect("demo", n_boot=10, also_from=["other"])
+    assert "x-lora@other" in set(details["per_drug"]["system"])
+    assert scoring.prediction_files("demo", also_from=["never-ran"]) == scoring.prediction_files("demo")
+
+
 def test_unsnapped_rows_score_the_models_own_strings(run_root):
     # grounding snapped "dark urin" to the report's "dark urine"; the unsnapped row scores the copy
     rec = pred("S", ["Lipitor"], ["dark urine"], ["Lipitor"], ["dark urine"])

@@ -42,15 +42,20 @@ def evaluate(preds: Sequence[dict[str, Any]], n_boot: int = 200, seed: int = 13,
     return row
 
 
-def prediction_files(run: str) -> dict[tuple[str, str], Path]:
-    """Every prediction file of a run, keyed by (split, system), sorted."""
+def prediction_files(run: str, also_from: Sequence[str] = ()) -> dict[tuple[str, str], Path]:
+    """Every prediction file of a run, keyed by (split, system), sorted; with `also_from`, those
+    of other runs on the splits every run shares (the hand-written set), as `<system>@<run>`."""
     root = paths.predictions_dir(run)
-    return {(p.parent.name, p.stem): p for p in sorted(root.glob("*/*.jsonl"))}
+    files = {(p.parent.name, p.stem): p for p in sorted(root.glob("*/*.jsonl"))}
+    for other in also_from:
+        found = sorted(paths.predictions_dir(other).glob(f"{paths.HANDWRITTEN_SPLIT}/*.jsonl"))
+        files.update({(p.parent.name, f"{p.stem}@{other}"): p for p in found})
+    return files
 
 
-def _select(run: str, splits: Sequence[str] | None,
-            systems: Sequence[str] | None) -> dict[tuple[str, str], Path]:
-    files = prediction_files(run)
+def _select(run: str, splits: Sequence[str] | None, systems: Sequence[str] | None,
+            also_from: Sequence[str] = ()) -> dict[tuple[str, str], Path]:
+    files = prediction_files(run, also_from)
     if not files:
         raise FileNotFoundError(f"no prediction files under {paths.rel(paths.predictions_dir(run))} "
                                 f"(run step 05_infer for run {run!r} first)")
@@ -66,12 +71,12 @@ def has_unsnapped(preds: Sequence[dict[str, Any]]) -> bool:
 
 def compare_systems(run: str, splits: Sequence[str] | None = None,
                     systems: Sequence[str] | None = None, n_boot: int = 200,
-                    seed: int = 13, unsnapped: bool = True) -> pd.DataFrame:
+                    seed: int = 13, unsnapped: bool = True, also_from: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (split, system) of a run: `evaluate` of its prediction file. With `unsnapped`, a system whose
     outputs grounding snapped to the report's text also gets a row `<system> (unsnapped)` scoring
-    the model's own strings."""
+    the model's own strings. `also_from`: other runs' systems on the shared splits (prediction_files)."""
     rows = []
-    for (split, system), path in _select(run, splits, systems).items():
+    for (split, system), path in _select(run, splits, systems, also_from).items():
         preds = load_predictions(path)
         row = {"split": split, "system": system, "unsnapped": False}
         row.update(evaluate(preds, n_boot=n_boot, seed=seed))
@@ -139,12 +144,14 @@ def lora_gains(run: str, models: Sequence[str], n_boot: int = 200, seed: int = 1
 
 
 def collect(run: str, splits: Sequence[str] | None = None, systems: Sequence[str] | None = None,
-            k_worst: int = 10, n_boot: int = 200, seed: int = 13) -> dict[str, pd.DataFrame]:
+            k_worst: int = 10, n_boot: int = 200, seed: int = 13,
+            also_from: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
     """Per-drug scores, error-type counts, worst reports and (where reports have a genre) per-genre
-    scores of every (split, system) of a run, each as one table led by split and system."""
+    scores of every (split, system) of a run (and of `also_from` runs on the shared splits), each as
+    one table led by split and system."""
     tables: dict[str, list[pd.DataFrame]] = {"per_drug": [], "error_types": [], "worst_reports": [],
                                              "per_genre": []}
-    for (split, system), path in _select(run, splits, systems).items():
+    for (split, system), path in _select(run, splits, systems, also_from).items():
         preds = load_predictions(path)
         tag = {"split": split, "system": system}
         tables["per_drug"].append(per_drug(preds).assign(**tag))
