@@ -125,10 +125,21 @@ def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max
     return rows
 
 
-def study_reports(n: int, seed: int) -> list[dict]:
-    """n template reports of the study's generator (test split), as the cpu profile scores."""
-    from train_throughput import template_reports   # benchmarks/ is on sys.path when run as a script
-    return template_reports(n, seed, "test")
+def study_reports(n: int, seed: int, profile: str) -> list[dict]:
+    """n test reports of the study's generator with the profile's genre mix, vocabulary and length cap
+    (forum posts, case reports, notes and messages, as the profile scores), the same for a seed."""
+    from helpers import synthesize, vocabulary
+    from helpers.config import load_profile
+    from helpers.io import read_json
+    from helpers import paths
+
+    syn = load_profile(profile).get("synthesize", {})
+    folder = paths.root() / "data" / "raw" / "drugs"
+    records = [read_json(p) for p in sorted(folder.glob("*.json")) if p.name != "manifest.json"]
+    if syn.get("vocabulary"):
+        records = vocabulary.with_vocabulary(records)
+    return synthesize.generate_template_split(synthesize.prepare_drugs(records), n, seed, "test",
+                                              genre_mix=syn.get("genre_mix"), max_chars=syn.get("max_chars") or 0)
 
 
 def main() -> None:
@@ -157,9 +168,9 @@ def main() -> None:
             batch = args.batch_size or int(params["batch_size"])
             cap = args.max_new_tokens or int(params["max_new_tokens"])
             mode = infer.constrained_mode(params["constrained"])
-            rows += compare(key, study_reports(args.n, args.seed), mode, batch, cap, args.adapter,
+            rows += compare(key, study_reports(args.n, args.seed, args.profile), mode, batch, cap, args.adapter,
                             args.today_batch_size, args.prefix_cache)
-        print(f"{args.n} template reports, profile {args.profile}, torch threads {torch.get_num_threads()}, "
+        print(f"{args.n} generated test reports (genre mix of profile {args.profile}), torch threads {torch.get_num_threads()}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
         print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
         return

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.drug_like import is_drug_like
 from helpers.grounding import (grounding_rate, ground_prediction, highlight_html, locate, snap_record)
 
 TEXT = ("Started Lipitor last month. Since then I have Muscle  pain\nand dark urine, "
@@ -86,6 +87,37 @@ def test_snap_drops_a_drug_that_is_also_listed_as_an_event():
     parsed = {"drugs": ["Muscle cramps", "Lipitor"], "adverse_events": ["muscle cramps"]}
     snapped = snap_record(parsed, ground_prediction(parsed, text))
     assert snapped == {"drugs": ["Lipitor"], "adverse_events": ["muscle cramps"]}
+
+
+def test_snap_drops_drugs_that_cannot_be_drug_names():
+    # a report that names no drug: small models put the indication, a product word or a question there
+    text = ("Relationship to company: Consumer. Can I cut the tablets in half? My doctor put me on this "
+            "for high blood pressure and for insomnia; since then dizziness. Took Tylenol once.")
+    parsed = {"drugs": ["company", "Can I cut the tablets in half", "high blood pressure", "insomnia",
+                        "tablets", "Tylenol"], "adverse_events": ["dizziness"]}
+    snapped = snap_record(parsed, ground_prediction(parsed, text))
+    assert snapped == {"drugs": ["Tylenol"], "adverse_events": ["dizziness"]}
+
+
+@pytest.mark.parametrize("name", ["Lipitor", "budesonide and formoterol", "5-FU", "vitamin D", "metforman",
+                                  "Keytruda (pembrolizumab)", "lisinopril-hctz"])
+def test_drug_names_stay_drug_like(name):
+    assert is_drug_like(name)
+
+
+@pytest.mark.parametrize("text", ["", "  ", "HTN", "headache", "a pounding head", "high cholesterol", "pills",
+                                  "j.doe@example.com", "is this normal?", "https://example.com",
+                                  "I am getting dizzy spells and constant depression"])
+def test_reactions_indications_and_sentences_are_not_drug_like(text):
+    assert not is_drug_like(text)
+
+
+def test_no_vocabulary_drug_name_is_rejected():
+    from helpers import vocabulary
+    names = {n for d in vocabulary.load().drugs for k in ("generic", "brands", "misspellings")
+             for n in (d.get(k) or "").split(";") if n}
+    assert len(names) > 1000
+    assert [n for n in names if not is_drug_like(n)] == []
 
 
 def test_highlight_marks_each_grounded_span_and_escapes_html():
