@@ -54,7 +54,8 @@ def test_run_all_sweeps_stale_temp_files_on_start(tmp_path, monkeypatch):
     root = tmp_path / "study"
     monkeypatch.setenv("AE_STUDY_ROOT", str(root))
     (root / "configs").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml", root / "configs")
+    for name in ("base.yaml", "smoke.yaml"):
+        shutil.copy(Path(__file__).resolve().parents[1] / "configs" / name, root / "configs")
     stale = root / "artifacts" / "predictions" / "smoke" / "test" / ".x.jsonl.abc123.tmp"
     fresh = root / "data" / "synthetic" / "smoke" / ".train.jsonl.def456.tmp"
     for p in (stale, fresh):

@@ -13,6 +13,7 @@ and its end-of-turn token are learned. Both publish the same PEFT adapter files.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import importlib.util
@@ -42,133 +43,88 @@ ALL_LINEAR = "all-linear"
 
 
 # ---- the training configuration ---------------------------------------------------------------
+# ranges TRL and PEFT accept but training cannot use: (section, key) -> (lowest, below, integer)
+LIMITS = {("lora", "r"): (1, None, True), ("lora", "lora_dropout"): (0, 1, False),
+          ("sft", "per_device_train_batch_size"): (1, None, True),
+          ("sft", "gradient_accumulation_steps"): (1, None, True), ("sft", "save_steps"): (1, None, False),
+          ("sft", "eval_steps"): (1, None, False), ("sft", "logging_steps"): (1, None, False),
+          ("sft", "max_length"): (16, None, True), ("sft", "warmup_steps"): (0, None, False)}
+
+
+def _check_limits(section: str, kwargs: dict[str, Any], where: str) -> None:
+    """Raise ConfigError for a value outside LIMITS, naming `<where>.<section>.<key>`."""
+    for (sec, key), (low, below, integer) in LIMITS.items():
+        if sec != section or key not in kwargs:
+            continue
+        value = kwargs[key]
+        if integer and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where}.{sec}.{key} = {value!r}: must be an integer")
+        if value < low or (below is not None and value >= below):
+            span = f"in [{low}, {below})" if below is not None else f">= {low}"
+            raise ConfigError(f"{where}.{sec}.{key} = {value!r}: must be {span}")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """One run's recipe: the profile's `finetune:` section plus run, model, seed (and max_length)."""
+    """One run's recipe: helpers.config.step_settings(profile, "04_finetune", model). `sft` and
+    `lora` are TRL SFTConfig / PEFT LoraConfig keyword arguments, passed through as written."""
     run: str
     model: str
     seed: int
     backend: str = "auto"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str | tuple[str, ...] = ALL_LINEAR
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 1
-    save_steps: int = 6
-    eval_steps: int = 6
     resume: bool = False
-    max_length: int = 512
-    weight_decay: float = 0.0
-    logging_steps: int = 1
-    save_total_limit: int = 2
-    optim: str = "adamw_torch"
-    gradient_checkpointing: bool = False
     lm_head_at_labels: bool = False           # helpers.train_speed: same loss, less head work
     train_sampling_strategy: str = "random"   # random | length_buckets | group_by_length | sequential
+    sft: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], ignore: Iterable[str] = ()) -> "FinetuneConfig":
-        """Build and check a config from notebook/profile parameters; unknown keys are an error."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        skip = set(ignore)
-        unknown = sorted(k for k in params if k not in known and k not in skip)
+    def from_settings(cls, settings: dict[str, Any], where: str = "finetune") -> "FinetuneConfig":
+        """Build and check a config from the step's settings; unknown keys are an error."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(k for k in settings if k not in known)
         if unknown:
-            raise ConfigError(f"finetune: unknown parameter(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(known)}")
-        missing = [k for k in ("run", "model", "seed") if k not in params]
-        if missing:
-            raise ConfigError(f"finetune: missing parameter(s) {', '.join(missing)}")
-        values: dict[str, Any] = {}
-        for name, f in known.items():
-            if name in params:
-                default = f.default if f.default is not dataclasses.MISSING else _REQUIRED[name]
-                values[name] = _coerce(name, params[name], default)
-        cfg = cls(**values)
-        cfg.check()
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)} "
+                              "(TRL and PEFT arguments go under sft: and lora:)")
+        cfg = cls(**{k: copy.deepcopy(v) for k, v in settings.items()})
+        cfg.check(where)
         return cfg
 
-    def check(self) -> None:
-        """Raise ConfigError naming the first key with an impossible value."""
-        def bad(key: str, why: str) -> None:
-            raise ConfigError(f"finetune.{key} = {getattr(self, key)!r}: {why}")
+    def check(self, where: str = "finetune") -> None:
+        """Raise ConfigError naming the first bad key: the study's own keys here, the TRL and PEFT
+        ones by building the real SFTConfig and LoraConfig (their errors name the argument)."""
         if self.backend not in BACKENDS:
-            bad("backend", f"must be one of {', '.join(BACKENDS)}")
-        if self.lora_r < 1:
-            bad("lora_r", "must be >= 1")
-        if self.lora_alpha <= 0:
-            bad("lora_alpha", "must be > 0")
-        if not 0 <= self.lora_dropout < 1:
-            bad("lora_dropout", "must be in [0, 1)")
-        if isinstance(self.target_modules, str) and self.target_modules != ALL_LINEAR:
-            bad("target_modules", f"must be {ALL_LINEAR!r} or a list of module names")
-        if not isinstance(self.target_modules, str) and not self.target_modules:
-            bad("target_modules", "must not be empty")
-        if self.learning_rate <= 0:
-            bad("learning_rate", "must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            bad("warmup_ratio", "must be in [0, 1)")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
-            bad("num_epochs", "must be > 0 when max_steps is -1")
-        for key in ("batch_size", "grad_accum", "save_steps", "eval_steps", "logging_steps",
-                    "save_total_limit"):
-            if getattr(self, key) < 1:
-                bad(key, "must be >= 1")
-        if self.max_length < 16:
-            bad("max_length", "must be >= 16")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
+            raise ConfigError(f"{where}.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
         if self.train_sampling_strategy not in train_speed.SAMPLING_STRATEGIES:
-            bad("train_sampling_strategy", f"must be one of {', '.join(train_speed.SAMPLING_STRATEGIES)}")
+            raise ConfigError(f"{where}.train_sampling_strategy = {self.train_sampling_strategy!r}: must be "
+                              f"one of {', '.join(train_speed.SAMPLING_STRATEGIES)}")
+        from peft import LoraConfig
+        from trl import SFTConfig
+        if self.sft.get("max_steps", -1) <= 0 and self.sft.get("num_train_epochs", 3) <= 0:
+            raise ConfigError(f"{where}.sft.num_train_epochs: must be > 0 when max_steps is -1")
+        for name, build, kwargs in (("lora", LoraConfig, self.lora),
+                                    ("sft", SFTConfig, {"output_dir": "unused", "use_cpu": True, **self.sft})):
+            _check_limits(name, kwargs, where)
+            try:
+                build(**kwargs)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where}.{name}: {e}") from None
 
     def to_params(self) -> dict[str, Any]:
-        """The config as plain JSON-able parameters (target_modules as a list or 'all-linear')."""
-        out = dataclasses.asdict(self)
-        if not isinstance(self.target_modules, str):
-            out["target_modules"] = list(self.target_modules)
-        return out
+        """The config as plain JSON-able settings (what the manifest and trainer_stats record)."""
+        return dataclasses.asdict(self)
 
     @property
-    def effective_batch(self) -> int:
-        return self.batch_size * self.grad_accum
+    def batch_size(self) -> int:
+        return int(self.sft.get("per_device_train_batch_size", 8))
 
+    @property
+    def grad_accum(self) -> int:
+        return int(self.sft.get("gradient_accumulation_steps", 1))
 
-_REQUIRED: dict[str, Any] = {"run": "", "model": "", "seed": 0}
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Parameters from YAML, papermill or the command line arrive as str/int/float/list."""
-    try:
-        if name == "target_modules":
-            if isinstance(value, str):
-                value = value.strip()
-                if value.startswith("["):
-                    value = json.loads(value)
-                elif "," in value:
-                    value = [v.strip() for v in value.split(",") if v.strip()]
-            return value if isinstance(value, str) else tuple(str(v) for v in value)
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError("expected true or false")
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if isinstance(default, int) and not isinstance(default, bool):
-            f = float(value)
-            if f != int(f):
-                raise ValueError("expected an integer")
-            return int(f)
-        if isinstance(default, float):
-            return float(value)
-        return str(value) if name in ("run", "model", "backend", "lr_scheduler", "optim",
-                                      "train_sampling_strategy") else value
-    except (TypeError, ValueError, json.JSONDecodeError) as e:
-        raise ConfigError(f"finetune.{name} = {value!r}: {e}") from None
+    @property
+    def max_length(self) -> int:
+        return int(self.sft.get("max_length", 1024))
 
 
 # ---- where the outputs go --------------------------------------------------------------------
@@ -307,8 +263,17 @@ def linear_module_names(model: Any) -> list[str]:
     return sorted(names)
 
 
-def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str]:
-    return linear_module_names(model) if cfg.target_modules == ALL_LINEAR else list(cfg.target_modules)
+def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str] | str:
+    """The LoRA targets: `all-linear` spelled out (linear_module_names), else the profile's list."""
+    targets = cfg.lora.get("target_modules", ALL_LINEAR)
+    if targets == ALL_LINEAR:
+        return linear_module_names(model)
+    return targets if isinstance(targets, str) else list(targets)   # a string is PEFT's regex
+
+
+def lora_kwargs(cfg: FinetuneConfig, model: Any) -> dict[str, Any]:
+    """The profile's LoraConfig arguments with the targets resolved on this model (both backends)."""
+    return {"bias": "none", **cfg.lora, "target_modules": resolve_target_modules(cfg, model)}
 
 
 def train_dtype(device: str) -> Any:
@@ -339,14 +304,14 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
     tokenizer = models.load_tokenizer(spec.key)
     plan = hf_plan(spec)
     model = models.load_planned(plan)
+    checkpointing = bool(cfg.sft.get("gradient_checkpointing", False))
     if plan.quantization:                     # QLoRA: norms in float32, inputs that carry gradients
         from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    if cfg.gradient_checkpointing:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=resolve_target_modules(cfg, model), bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(**lora_kwargs(cfg, model), task_type="CAUSAL_LM")
     # Seed right before the LoRA init: building the model cache on first use draws random numbers
     # (weights are initialised, then overwritten), which would otherwise change the adapter's start.
     transformers.set_seed(cfg.seed)
@@ -367,57 +332,35 @@ def build_unsloth(spec: Any, cfg: FinetuneConfig) -> tuple[Any, Any]:
             model_name=source, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
     tokenizer = models.set_padding_side(models.prepare_tokenizer(tokenizer, spec), "training")
     model = FastLanguageModel.get_peft_model(
-        model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=resolve_target_modules(cfg, model), bias="none",
-        use_gradient_checkpointing="unsloth", random_state=cfg.seed, max_seq_length=cfg.max_length)
+        model, **lora_kwargs(cfg, model), use_gradient_checkpointing="unsloth", random_state=cfg.seed,
+        max_seq_length=cfg.max_length)
     return model, tokenizer
 
 
 def sft_config(cfg: FinetuneConfig, output_dir: Path, has_eval: bool, device: str,
                resuming: bool, unsloth: bool = False) -> Any:
-    """TRL SFTConfig from the recipe. completion_only_loss=True is explicit: TRL infers it only for
-    prompt/completion text columns, and these rows are pre-tokenized. TRL turns gradient
-    checkpointing on by default; the hf backend uses the recipe's setting (off: faster on CPU),
-    Unsloth keeps its own."""
+    """TRL SFTConfig: the profile's `sft` arguments as written, plus what the study fixes (seeds,
+    step-wise logging/saving/eval, answer-only loss on pre-tokenized rows, the device's dtype).
+    completion_only_loss=True is explicit: TRL infers it only for prompt/completion text columns.
+    Unsloth keeps its own gradient checkpointing."""
     import torch
     from trl import SFTConfig
 
     on_gpu = device.startswith("cuda")
     dtype = train_dtype(device)
+    kwargs = dict(cfg.sft)
+    kwargs.setdefault("per_device_eval_batch_size", cfg.batch_size)
+    if not has_eval:
+        kwargs["eval_steps"] = None
+    if unsloth:
+        kwargs.pop("gradient_checkpointing", None)
     return SFTConfig(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,          # a float in [0, 1) is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        optim=cfg.optim,
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.eval_steps if has_eval else None,
-        eval_on_start=has_eval and not resuming,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to="none",
-        completion_only_loss=True,
-        max_length=cfg.max_length,
-        packing=False,
+        output_dir=str(output_dir), logging_strategy="steps", save_strategy="steps",
+        eval_strategy="steps" if has_eval else "no", eval_on_start=has_eval and not resuming,
+        seed=cfg.seed, data_seed=cfg.seed, report_to="none", completion_only_loss=True, packing=False,
         train_sampling_strategy=train_speed.hf_sampling_strategy(cfg.train_sampling_strategy),
-        **({} if unsloth else {"gradient_checkpointing": cfg.gradient_checkpointing}),
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        use_cpu=not on_gpu,
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
-    )
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, use_cpu=not on_gpu,
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, **kwargs)
 
 
 def check_labels(trainer: Any, tokenized: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
@@ -753,9 +696,9 @@ def write_step_manifest(result: TrainResult, params: dict[str, Any] | None = Non
     target = paths.step_manifest(STEP, cfg.run, cfg.model)
     keep = ("backend", "device", "steps", "examples_per_s", "tokens_per_s", "final_train_loss",
             "final_val_loss", "base_val_loss", "train_runtime_s")
-    return write_manifest(target.parent, STEP, params if params is not None else cfg.to_params(),
+    return write_manifest(target, STEP, params if params is not None else cfg.to_params(),
                           inputs=result.inputs, outputs=result.outputs, started=result.started,
-                          name=target.name, extra={k: result.stats.get(k) for k in keep})
+                          extra={k: result.stats.get(k) for k in keep})
 
 
 def stats_table(stats: dict[str, Any]) -> "Any":
@@ -780,9 +723,36 @@ def stats_table(stats: dict[str, Any]) -> "Any":
 
 
 # ---- command line (and `accelerate launch -m helpers.finetune`) -------------------------------
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """`--set sft.max_steps=10 --set backend=hf` as nested overrides (values read as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. sft.max_steps=10)")
+        key, value = item.split("=", 1)
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _scalar(yaml.safe_load(value))
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    """YAML reads `3e-4` as a string (no dot): take it as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Train one model of a profile from the command line; `--set key=value` overrides the profile."""
-    from .config import load_profile, step_params
+    from .config import step_settings
 
     ap = argparse.ArgumentParser(prog="python -m helpers.finetune", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="smoke")
@@ -793,17 +763,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    params = step_params(load_profile(args.profile), STEP, args.model)
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        params[key.strip()] = value
+    overrides = parse_set(args.set)
     if args.backend:
-        params["backend"] = args.backend
+        overrides["backend"] = args.backend
     if args.resume:
-        params["resume"] = True
-    cfg = FinetuneConfig.from_params(params)
+        overrides["resume"] = True
+    cfg = FinetuneConfig.from_settings(step_settings(args.profile, STEP, args.model, overrides))
     result = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         write_step_manifest(result, cfg.to_params())
