@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import schemas, synthesize as S, teacher as T
+from helpers import dataset_card, schemas, synthesize as S, teacher as T
 from helpers.io import DataError
 
 VOCAB = ("garden", "Tuesday", "pharmacy", "weekend", "holiday", "office", "morning", "neighbour",
@@ -159,7 +159,7 @@ def test_llm_generator_builds_all_splits(server, tmp_path):
     assert info["teacher"]["grounding_rate"] < 1.0 and len(info["unseen_drugs"]) == 1
     paths = S.write_splits(splits, tmp_path / "out")
     assert len(paths) == 4
-    card = S.dataset_card(splits, params, info)
+    card = dataset_card.dataset_card(splits, params, info)
     assert "## Teacher" in card and "grounding_rate" in card
 
 

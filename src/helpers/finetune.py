@@ -576,33 +576,8 @@ def _tokens_at(checkpoint: Path | None) -> int:
     return int(read_json(checkpoint / "trainer_state.json").get("num_input_tokens_seen", 0))
 
 
-def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = True) -> TrainResult:
-    """Fine-tune one model: tokenize step 3's rows, train LoRA with checkpoints (resuming from the
-    last complete one when cfg.resume), then publish adapter, stats, loss CSV/PNG atomically."""
-    from . import models
-
-    started = time.time()
-    spec = models.get_spec(cfg.model)
-    backend, reason = choose_backend(cfg.backend, spec)   # imports unsloth first on its path
-    import torch
-    import transformers
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    files = output_files(cfg.run, cfg.model)
-    out_dir, ckpt_dir = paths.model_dir(cfg.run, cfg.model), files["checkpoints"]
-    device = _device()
-    transformers.set_seed(cfg.seed)
-
-    train_rows, val_rows = load_training_rows(cfg.run, cfg.model)
-    if backend == "unsloth":
-        model, tokenizer = build_unsloth(spec, cfg)
-    else:
-        model, tokenizer = build_hf(spec, cfg, device)
-    where = paths.rel(paths.formatted_dir(cfg.run, cfg.model))
-    train_tok = tokenize_rows(tokenizer, spec, train_rows, cfg.max_length, f"{where}/train.jsonl")
-    val_tok = tokenize_rows(tokenizer, spec, val_rows, cfg.max_length, f"{where}/val.jsonl")
-
+def _checkpoint_to_resume(cfg: FinetuneConfig, ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from (cfg.resume), else None after clearing an earlier run's ones."""
     resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         log.warning("resume=True but no complete checkpoint under %s; training from the start",
@@ -610,7 +585,17 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     if resume_from is None and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)                  # checkpoints of an earlier, different run
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    return resume_from
 
+
+def _make_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: tuple[list, list], backend: str,
+                  device: str, resume_from: Path | None, callbacks: Sequence[Any], progress: bool) -> Any:
+    """TRL's SFTTrainer (or the length-bucket subclass) on the tokenized rows."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    train_tok, val_tok = data
+    ckpt_dir = output_files(cfg.run, cfg.model)["checkpoints"]
     args = sft_config(cfg, ckpt_dir, bool(val_tok), device, resuming=resume_from is not None,
                       unsloth=backend == "unsloth")
     args.disable_tqdm = not progress
@@ -622,51 +607,69 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     if not progress:                              # no per-step log lines either
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
-    supervision = check_labels(trainer, train_tok)
+    return trainer
 
+
+def _fit(trainer: Any, cfg: FinetuneConfig, backend: str, device: str, resume_from: Path | None,
+         has_val: bool) -> tuple[float, dict[str, Any]]:
+    """Train (timed, with peak memory sampled), then the final val loss at the last step."""
     on_cuda = device.startswith("cuda")
     sampler = memory.RssSampler()
     mem_start = memory.cuda_reset_peak() if on_cuda else None
-    head_at_labels = train_speed.head_at_labels(cfg.lm_head_at_labels and backend == "hf")
-    with sampler, head_at_labels:
+    head_at_labels = cfg.lm_head_at_labels and backend == "hf"
+    with sampler, train_speed.head_at_labels(head_at_labels):
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         runtime = time.time() - t0
     mem = memory.cuda_peak(mem_start) if on_cuda else memory.cpu_figures(sampler)
     mem["peak_rss_process_gb"] = round(max(memory.peak_rss_bytes(), sampler.peak_bytes) / memory.GB, 3)
-
     state = trainer.state
     last_eval = max((e["step"] for e in state.log_history if "eval_loss" in e), default=None)
-    if val_tok and last_eval != state.global_step:
-        with train_speed.head_at_labels(cfg.lm_head_at_labels and backend == "hf"):
+    if has_val and last_eval != state.global_step:
+        with train_speed.head_at_labels(head_at_labels):
             trainer.evaluate()                   # the final val loss, logged at the last step
-    rows = loss_rows(state.log_history)
+    return runtime, mem
+
+
+def _session_figures(cfg: FinetuneConfig, state: Any, n_train: int, resume_from: Path | None,
+                     runtime: float) -> dict[str, Any]:
+    """Steps, examples and tokens of this session (a resumed run counts only its own) and rates."""
     start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
     steps_now = state.global_step - start_step
     world = int(os.environ.get("WORLD_SIZE", 1))     # data-parallel processes (accelerate launch)
     global_batch = cfg.batch_size * world
-    examples_now = (examples_after(state.global_step, len(train_tok), global_batch, cfg.grad_accum)
-                    - examples_after(start_step, len(train_tok), global_batch, cfg.grad_accum))
+    examples_now = (examples_after(state.global_step, n_train, global_batch, cfg.grad_accum)
+                    - examples_after(start_step, n_train, global_batch, cfg.grad_accum))
     tokens_now = int(state.num_input_tokens_seen) - _tokens_at(resume_from)
+    return {"world_size": world, "resumed_from_step": start_step if resume_from else None,
+            "steps_this_session": steps_now, "train_runtime_s": round(runtime, 2),
+            "examples_this_session": examples_now, "tokens_this_session": tokens_now,
+            "examples_per_s": round(examples_now / runtime, 4) if runtime > 0 else None,
+            "tokens_per_s": round(tokens_now / runtime, 2) if runtime > 0 else None,
+            "s_per_step": round(runtime / steps_now, 4) if steps_now else None}
+
+
+def _stats(cfg: FinetuneConfig, backend: tuple[str, str], spec: Any, device: str, trainer: Any,
+           tokens: list[dict[str, list[int]]], n_val: int, session: dict[str, Any], mem: dict[str, Any],
+           supervision: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """trainer_stats.json: what was trained where, how fast, with which losses and memory."""
+    import torch
+
+    state, model = trainer.state, trainer.model
     train_losses = [r["train_loss"] for r in rows if r["train_loss"] is not None]
     val_losses = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    stats = {
-        "model": cfg.model, "run": cfg.run, "backend": backend, "backend_reason": reason,
-        "device": mem.get("gpu_name", "cpu") if on_cuda else "cpu",
+    session = dict(session)
+    world, resumed = session.pop("world_size"), session.pop("resumed_from_step")
+    return {
+        "model": cfg.model, "run": cfg.run, "backend": backend[0], "backend_reason": backend[1],
+        "device": mem.get("gpu_name", "cpu") if device.startswith("cuda") else "cpu",
         "world_size": world, "torch_threads": torch.get_num_threads(),
-        **_base_stats(backend, spec, device),
-        "n_train": len(train_tok), "n_val": len(val_tok),
+        **_base_stats(backend[0], spec, device),
+        "n_train": len(tokens), "n_val": n_val,
         "steps": int(state.global_step), "max_steps": int(state.max_steps),
         "epochs": round(float(state.epoch or 0), 4),
-        "resumed_from_step": start_step if resume_from else None,
-        "steps_this_session": steps_now,
-        "train_runtime_s": round(runtime, 2),
-        "examples_this_session": examples_now,
-        "tokens_this_session": tokens_now,
-        "examples_per_s": round(examples_now / runtime, 4) if runtime > 0 else None,
-        "tokens_per_s": round(tokens_now / runtime, 2) if runtime > 0 else None,
-        "s_per_step": round(runtime / steps_now, 4) if steps_now else None,
-        "mean_tokens_per_example": round(sum(len(r["input_ids"]) for r in train_tok) / len(train_tok), 1),
+        "resumed_from_step": resumed, **session,
+        "mean_tokens_per_example": round(sum(len(r["input_ids"]) for r in tokens) / len(tokens), 1),
         **supervision,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "mean_train_loss": round(sum(train_losses) / len(train_losses), 6) if train_losses else None,
@@ -679,8 +682,40 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
                             for e in reversed(state.log_history) if "train_runtime" in e), {}),
         "config": cfg.to_params(),
     }
+
+
+def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = True) -> TrainResult:
+    """Fine-tune one model: tokenize step 3's rows, train LoRA with checkpoints (resuming from the
+    last complete one when cfg.resume), then publish adapter, stats, loss CSV/PNG atomically."""
+    from . import models
+
+    started = time.time()
+    spec = models.get_spec(cfg.model)
+    backend, reason = choose_backend(cfg.backend, spec)   # imports unsloth first on its path
+    import transformers
+
+    files = output_files(cfg.run, cfg.model)
+    device = _device()
+    transformers.set_seed(cfg.seed)
+    train_rows, val_rows = load_training_rows(cfg.run, cfg.model)
+    if backend == "unsloth":
+        model, tokenizer = build_unsloth(spec, cfg)
+    else:
+        model, tokenizer = build_hf(spec, cfg, device)
+    where = paths.rel(paths.formatted_dir(cfg.run, cfg.model))
+    train_tok = tokenize_rows(tokenizer, spec, train_rows, cfg.max_length, f"{where}/train.jsonl")
+    val_tok = tokenize_rows(tokenizer, spec, val_rows, cfg.max_length, f"{where}/val.jsonl")
+    resume_from = _checkpoint_to_resume(cfg, files["checkpoints"])
+    trainer = _make_trainer(cfg, model, tokenizer, (train_tok, val_tok), backend, device, resume_from,
+                            callbacks, progress)
+    supervision = check_labels(trainer, train_tok)
+    runtime, mem = _fit(trainer, cfg, backend, device, resume_from, bool(val_tok))
+    rows = loss_rows(trainer.state.log_history)
+    session = _session_figures(cfg, trainer.state, len(train_tok), resume_from, runtime)
+    stats = _stats(cfg, (backend, reason), spec, device, trainer, train_tok, len(val_tok), session, mem,
+                   supervision, rows)
     if trainer.is_world_process_zero():
-        publish_adapter(trainer.model, out_dir, spec)
+        publish_adapter(trainer.model, paths.model_dir(cfg.run, cfg.model), spec)
         write_json(files["trainer_stats"], stats)
         write_loss_csv(rows, files["loss_csv"])
         plot_loss(rows, files["loss_png"], title=f"{cfg.model} · {backend} · run {cfg.run}")
