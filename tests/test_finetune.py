@@ -154,7 +154,7 @@ def test_publish_adapter_replaces_only_with_a_finished_adapter(tmp_path):
     spec = get_spec("smollm2-135m")
     _, first = _tiny_peft(1)
     files = finetune.publish_adapter(first, tmp_path, spec)
-    assert sorted(p.name for p in files) == sorted(finetune.ADAPTER_FILES)
+    assert sorted(p.name for p in files) == sorted(finetune.PUBLISHED_ADAPTER_FILES)
     conf = json.loads((tmp_path / "adapter_config.json").read_text())
     assert conf["base_model_name_or_path"] == spec.hub_id and conf["r"] == 4
     before = (tmp_path / "adapter_model.safetensors").read_bytes()
@@ -167,7 +167,7 @@ def test_publish_adapter_replaces_only_with_a_finished_adapter(tmp_path):
     with pytest.raises(OSError):
         finetune.publish_adapter(Broken(), tmp_path, spec)
     assert (tmp_path / "adapter_model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(finetune.ADAPTER_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(finetune.PUBLISHED_ADAPTER_FILES)
 
     # the published files load back into PEFT with the same weights
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import pytest
 from helpers import paths
 from helpers.io import DataError, read_json, write_json
 from helpers.schemas import DRUG_KEYS, SIDE_EFFECT_GROUPS, all_side_effects, load_drug_records
-from helpers.scrape import (CURATED_GENERATOR, STUDY_DRUGS, ScrapeError, classify_intro, clean_terms,
+from helpers.scrape import (CURATED_GENERATOR, STUDY_DRUGS, ScrapeError, classify_intro, tidy_term_list,
                             curated_page, drugs_com_url, name_index, openfda_url, parse_drugs_com,
                             parse_openfda, resolve_drugs, scrape, side_effect_counts, slugify,
                             split_terms)
@@ -60,8 +60,8 @@ def test_split_terms(text, expected):
     assert split_terms(text) == expected
 
 
-def test_clean_terms_merges_duplicates_keeping_first_wording_and_drops_fillers():
-    assert clean_terms(["Dry mouth", "dry  mouth;", "or", " and ", "", "blurred vision."]) == \
+def test_tidy_term_list_merges_duplicates_keeping_first_wording_and_drops_fillers():
+    assert tidy_term_list(["Dry mouth", "dry  mouth;", "or", " and ", "", "blurred vision."]) == \
         ["Dry mouth", "blurred vision"]
 
 

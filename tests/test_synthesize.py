@@ -150,15 +150,15 @@ def test_empty_split_fails_clearly():
         S.build_template_splits(RECORDS[:1], SIZES, 1, seed=1)
 
 
-def test_clean_term_and_misspell():
-    assert S.clean_term("unexplained muscle pain, tenderness, or weakness") == "unexplained muscle pain"
-    assert S.clean_term("a seizure") == "seizure"
-    assert S.clean_term("swelling of your face, lips") == "swelling of the face"
-    assert S.clean_term("Fast or pounding heartbeats") == "pounding heartbeats"
-    assert S.clean_term("chest pain or pressure") == "chest pain"
-    assert S.clean_term("lips") is None and S.clean_term("with or without vomiting") is None
-    assert S.clean_term("HIV infection") == "HIV infection"
-    assert S.clean_term("(rare) 123") is None
+def test_short_event_label_and_misspell():
+    assert S.short_event_label("unexplained muscle pain, tenderness, or weakness") == "unexplained muscle pain"
+    assert S.short_event_label("a seizure") == "seizure"
+    assert S.short_event_label("swelling of your face, lips") == "swelling of the face"
+    assert S.short_event_label("Fast or pounding heartbeats") == "pounding heartbeats"
+    assert S.short_event_label("chest pain or pressure") == "chest pain"
+    assert S.short_event_label("lips") is None and S.short_event_label("with or without vomiting") is None
+    assert S.short_event_label("HIV infection") == "HIV infection"
+    assert S.short_event_label("(rare) 123") is None
     import random
     rng = random.Random(0)
     spelled = {S.misspell("Lisinopril", rng) for _ in range(30)}

@@ -193,11 +193,11 @@ def test_parse_reply_shapes():
 
 def test_prompt_file_is_editable(tmp_path):
     d = S.prepare_drugs([drug("Alphazol")])[0]
-    default = T.render_prompt(T.load_prompt(), d, 3)
+    default = T.fill_teacher_prompt(T.load_prompt(), d, 3)
     assert "Alphazol" in default and "3 different reports" in default and "$" not in default
     custom = tmp_path / "p.txt"
     custom.write_text("Write $n reports about $drug ($side_effects).")
-    assert T.render_prompt(T.load_prompt(custom), d, 2) == \
+    assert T.fill_teacher_prompt(T.load_prompt(custom), d, 2) == \
         "Write 2 reports about Alphazol (headache; nausea; muscle pain)."
     custom.write_text("About $medicine")
     with pytest.raises(DataError, match="medicine"):

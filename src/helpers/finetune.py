@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STEP = "04_finetune"
 BACKENDS = ("auto", "hf", "unsloth")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PUBLISHED_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 CHECKPOINTS = "checkpoints"
 ALL_LINEAR = "all-linear"
 
@@ -522,7 +522,7 @@ def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", suffix=TMP_SUFFIX, dir=out_dir))
     try:
         model.save_pretrained(str(tmp))
-        for name in ADAPTER_FILES:
+        for name in PUBLISHED_ADAPTER_FILES:
             if not (tmp / name).exists():
                 raise RuntimeError(f"save_pretrained wrote no {name} (got {sorted(os.listdir(tmp))})")
         config = read_json(tmp / "adapter_config.json")

@@ -206,7 +206,7 @@ _NOT_TERMS = {"lips", "throat", "tongue", "face", "eyes", "jaw", "hands", "feet"
               "driving", "warmth", "pain", "making phone calls", "eating while not fully awake"}
 
 
-def clean_term(term: str) -> str | None:
+def short_event_label(term: str) -> str | None:
     """A side-effect entry as a short symptom phrase, or None when it is not usable as one."""
     t = re.split(r"--|;|,|\(|:| - |\u2014|\u2013", term, maxsplit=1)[0].strip().rstrip(".")
     t = re.sub(r"^(a|an|the|or|and|severe|mild)\s+", "", t, flags=re.I).strip()
@@ -281,7 +281,7 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
 def _events_for(rec: dict[str, Any]) -> list[str]:
     """Side-effect terms of a record: scraped ones cleaned, vocabulary ones (already clean) as they are."""
     raw = schemas.all_side_effects(rec)
-    terms = raw if rec.get("source") == vocabulary.SOURCE else [clean_term(t) for t in raw]
+    terms = raw if rec.get("source") == vocabulary.SOURCE else [short_event_label(t) for t in raw]
     events: list[str] = []
     for t in [*terms, *rec.get("class_side_effects", [])]:
         if t and t.lower() not in {e.lower() for e in events}:
