@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, finetune, paths
+from helpers import config, finetune, paths, train_log
 from helpers.config import ConfigError
 from helpers.io import DataError, write_jsonl
 
@@ -95,22 +95,22 @@ def test_cpu_machine_picks_hf_and_never_imports_unsloth():
 # ---- statistics -------------------------------------------------------------------------------
 def test_examples_after_follows_the_trainer_epoch_layout():
     # 10 rows, batch 4: micro-batches of 4, 4, 2; one optimizer step each
-    assert [finetune.examples_after(s, 10, 4, 1) for s in range(7)] == [0, 4, 8, 10, 14, 18, 20]
+    assert [train_log.examples_after(s, 10, 4, 1) for s in range(7)] == [0, 4, 8, 10, 14, 18, 20]
     # grad_accum 2: steps of (4+4) and (2) examples
-    assert [finetune.examples_after(s, 10, 4, 2) for s in range(5)] == [0, 8, 10, 18, 20]
+    assert [train_log.examples_after(s, 10, 4, 2) for s in range(5)] == [0, 8, 10, 18, 20]
 
 
 def test_loss_rows_csv_roundtrip_and_plot(tmp_path):
     history = [{"eval_loss": 2.5, "step": 0}, {"loss": 2.4, "step": 1}, {"loss": 2.1, "step": 2},
                {"eval_loss": 2.0, "step": 2}, {"train_runtime": 3.0, "step": 2}]
-    rows = finetune.loss_rows(history)
+    rows = train_log.loss_rows(history)
     assert rows == [{"step": 0, "train_loss": None, "val_loss": 2.5},
                     {"step": 1, "train_loss": 2.4, "val_loss": None},
                     {"step": 2, "train_loss": 2.1, "val_loss": 2.0}]
-    csv_path = finetune.write_loss_csv(rows, tmp_path / "loss.csv")
+    csv_path = train_log.write_loss_csv(rows, tmp_path / "loss.csv")
     assert csv_path.read_text().splitlines()[0] == "step,train_loss,val_loss"
-    assert finetune.read_loss_csv(csv_path) == rows
-    png = finetune.plot_loss(rows, tmp_path / "loss.png")
+    assert train_log.read_loss_csv(csv_path) == rows
+    png = train_log.plot_loss(rows, tmp_path / "loss.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -287,8 +287,8 @@ def test_resume_after_a_kill_reaches_the_same_result(repo):
     assert b.stats["resumed_from_step"] == 2 and b.stats["steps_this_session"] == 2
     assert b.stats["examples_this_session"] == 4
 
-    rows_a = finetune.read_loss_csv(a.files["loss_csv"])
-    rows_b = finetune.read_loss_csv(b.files["loss_csv"])
+    rows_a = train_log.read_loss_csv(a.files["loss_csv"])
+    rows_b = train_log.read_loss_csv(b.files["loss_csv"])
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [0, 1, 2, 3, 4]
     for ra, rb in zip(rows_a, rows_b):
         for k in ("train_loss", "val_loss"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, finetune, train_speed
+from helpers import config, finetune, train_log, train_speed
 from helpers.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,8 +210,8 @@ def test_speed_settings_train_and_resume_to_the_same_result(tmp_path, monkeypatc
     b = finetune.train(finetune.FinetuneConfig.from_settings({**params, "run": "b", "resume": True}),
                        progress=False)
     assert b.stats["resumed_from_step"] == 4
-    rows_a = finetune.read_loss_csv(a.files["loss_csv"])
-    rows_b = finetune.read_loss_csv(b.files["loss_csv"])
+    rows_a = train_log.read_loss_csv(a.files["loss_csv"])
+    rows_b = train_log.read_loss_csv(b.files["loss_csv"])
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
     for ra, rb in zip(rows_a, rows_b):
         for k in ("train_loss", "val_loss"):

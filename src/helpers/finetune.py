@@ -9,122 +9,34 @@ Both train on the same pre-tokenized rows (input_ids + completion_mask from
 helpers.templates.tokenize_example) with `completion_only_loss=True`: TRL 1.15/1.16 turn the
 completion mask into labels (-100 on the prompt) during dataset preparation, so only the answer
 and its end-of-turn token are learned. Both publish the same PEFT adapter files.
+The recipe is helpers.finetune_config; the loss table, plot and stats table helpers.train_log.
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
-import dataclasses
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from . import memory, paths, train_speed
 from .config import ConfigError
-from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, atomic_path, finish_publish, publish_files,
-                 read_json, save_figure, write_json)
+from .finetune_config import ALL_LINEAR, BACKENDS, FinetuneConfig, parse_set  # noqa: F401 (the step's API)
+from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, finish_publish, publish_files, read_json,
+                 write_json)
+from .train_log import examples_after, loss_rows, plot_loss, write_loss_csv
 
 log = logging.getLogger(__name__)
 
 STEP = "04_finetune"
-BACKENDS = ("auto", "hf", "unsloth")
 PUBLISHED_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 CHECKPOINTS = "checkpoints"
-ALL_LINEAR = "all-linear"
-
-
-# ---- the training configuration ---------------------------------------------------------------
-# ranges TRL and PEFT accept but training cannot use: (section, key) -> (lowest, below, integer)
-LIMITS = {("lora", "r"): (1, None, True), ("lora", "lora_dropout"): (0, 1, False),
-          ("sft", "per_device_train_batch_size"): (1, None, True),
-          ("sft", "gradient_accumulation_steps"): (1, None, True), ("sft", "save_steps"): (1, None, False),
-          ("sft", "eval_steps"): (1, None, False), ("sft", "logging_steps"): (1, None, False),
-          ("sft", "max_length"): (16, None, True), ("sft", "warmup_steps"): (0, None, False)}
-
-
-def _check_limits(section: str, kwargs: dict[str, Any], where: str) -> None:
-    """Raise ConfigError for a value outside LIMITS, naming `<where>.<section>.<key>`."""
-    for (sec, key), (low, below, integer) in LIMITS.items():
-        if sec != section or key not in kwargs:
-            continue
-        value = kwargs[key]
-        if integer and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where}.{sec}.{key} = {value!r}: must be an integer")
-        if value < low or (below is not None and value >= below):
-            span = f"in [{low}, {below})" if below is not None else f">= {low}"
-            raise ConfigError(f"{where}.{sec}.{key} = {value!r}: must be {span}")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """One run's recipe: helpers.config.step_settings(profile, "04_finetune", model). `sft` and
-    `lora` are TRL SFTConfig / PEFT LoraConfig keyword arguments, passed through as written."""
-    run: str
-    model: str
-    seed: int
-    backend: str = "auto"
-    resume: bool = False
-    lm_head_at_labels: bool = False           # helpers.train_speed: same loss, less head work
-    train_sampling_strategy: str = "random"   # random | length_buckets | group_by_length | sequential
-    sft: dict[str, Any] = field(default_factory=dict)
-    lora: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any], where: str = "finetune") -> "FinetuneConfig":
-        """Build and check a config from the step's settings; unknown keys are an error."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(k for k in settings if k not in known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)} "
-                              "(TRL and PEFT arguments go under sft: and lora:)")
-        cfg = cls(**{k: copy.deepcopy(v) for k, v in settings.items()})
-        cfg.check(where)
-        return cfg
-
-    def check(self, where: str = "finetune") -> None:
-        """Raise ConfigError naming the first bad key: the study's own keys here, the TRL and PEFT
-        ones by building the real SFTConfig and LoraConfig (their errors name the argument)."""
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"{where}.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
-        if self.train_sampling_strategy not in train_speed.SAMPLING_STRATEGIES:
-            raise ConfigError(f"{where}.train_sampling_strategy = {self.train_sampling_strategy!r}: must be "
-                              f"one of {', '.join(train_speed.SAMPLING_STRATEGIES)}")
-        from peft import LoraConfig
-        from trl import SFTConfig
-        if self.sft.get("max_steps", -1) <= 0 and self.sft.get("num_train_epochs", 3) <= 0:
-            raise ConfigError(f"{where}.sft.num_train_epochs: must be > 0 when max_steps is -1")
-        for name, build, kwargs in (("lora", LoraConfig, self.lora),
-                                    ("sft", SFTConfig, {"output_dir": "unused", "use_cpu": True, **self.sft})):
-            _check_limits(name, kwargs, where)
-            try:
-                build(**kwargs)
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"{where}.{name}: {e}") from None
-
-    def to_params(self) -> dict[str, Any]:
-        """The config as plain JSON-able settings (what the manifest and trainer_stats record)."""
-        return dataclasses.asdict(self)
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.sft.get("per_device_train_batch_size", 8))
-
-    @property
-    def grad_accum(self) -> int:
-        return int(self.sft.get("gradient_accumulation_steps", 1))
-
-    @property
-    def max_length(self) -> int:
-        return int(self.sft.get("max_length", 1024))
 
 
 # ---- where the outputs go --------------------------------------------------------------------
@@ -441,76 +353,6 @@ def progress_lines(every: int | None = None, printer: Any = print) -> Any:
     return _Lines()
 
 
-# ---- statistics -------------------------------------------------------------------------------
-def examples_after(steps: int, n_train: int, batch_size: int, grad_accum: int) -> int:
-    """Training examples consumed after `steps` optimizer steps (the Trainer's epoch layout:
-    ceil(n/batch) micro-batches per epoch, grouped by grad_accum, the last group possibly short)."""
-    micro = math.ceil(n_train / batch_size)
-    per_epoch = max(math.ceil(micro / grad_accum), 1)
-    full, rest = divmod(steps, per_epoch)
-    return full * n_train + min(rest * grad_accum * batch_size, n_train)
-
-
-def loss_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-step train and val loss from the Trainer's log history (val at eval steps and step 0)."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for entry in log_history:
-        step = int(entry.get("step", 0))
-        if "loss" in entry:
-            by_step.setdefault(step, {"step": step, "train_loss": None, "val_loss": None})
-            by_step[step]["train_loss"] = float(entry["loss"])
-        if "eval_loss" in entry:
-            by_step.setdefault(step, {"step": step, "train_loss": None, "val_loss": None})
-            by_step[step]["val_loss"] = float(entry["eval_loss"])
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def write_loss_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
-    """loss.csv: step, train_loss, val_loss (empty where a step has none)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["step", "train_loss", "val_loss"])
-            for r in rows:
-                w.writerow([r["step"], "" if r["train_loss"] is None else f"{r['train_loss']:.6f}",
-                            "" if r["val_loss"] is None else f"{r['val_loss']:.6f}"])
-    return path
-
-
-def read_loss_csv(path: Path | str) -> list[dict[str, Any]]:
-    """The rows of a loss.csv (None where empty)."""
-    with Path(path).open(encoding="utf-8") as fh:
-        return [{"step": int(r["step"]),
-                 "train_loss": float(r["train_loss"]) if r["train_loss"] else None,
-                 "val_loss": float(r["val_loss"]) if r["val_loss"] else None}
-                for r in csv.DictReader(fh)]
-
-
-def plot_loss(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "") -> Path:
-    """Train (every logged step) and val (eval steps) loss curves, saved as PNG."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    train = [(r["step"], r["train_loss"]) for r in rows if r["train_loss"] is not None]
-    val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.2)
-    if val:
-        ax.plot(*zip(*val), label="val loss", color="tab:orange", marker="o", linewidth=1.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy on answer tokens")
-    ax.set_title(title or "training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return Path(path)
-
-
 # ---- publishing -------------------------------------------------------------------------------
 def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
     """Save the PEFT adapter into a temp folder beside the outputs, point its base model at the
@@ -736,55 +578,7 @@ def write_step_manifest(result: TrainResult, params: dict[str, Any] | None = Non
                           extra={k: result.stats.get(k) for k in keep})
 
 
-def stats_table(stats: dict[str, Any]) -> "Any":
-    """A two-column pandas table of the headline figures of trainer_stats.json."""
-    import pandas as pd
-
-    mem = stats.get("memory", {})
-    rows = [("backend", stats["backend"]), ("device", stats["device"]),
-            ("train / val rows", f"{stats['n_train']} / {stats['n_val']}"),
-            ("steps (epochs)", f"{stats['steps']} ({stats['epochs']})"),
-            ("runtime s", stats["train_runtime_s"]), ("examples/s", stats["examples_per_s"]),
-            ("tokens/s", stats["tokens_per_s"]), ("s/step", stats["s_per_step"]),
-            ("base val loss", stats["base_val_loss"]), ("final val loss", stats["final_val_loss"]),
-            ("final train loss", stats["final_train_loss"]),
-            ("trainable params", stats["trainable_params"])]
-    if mem.get("device") == "cuda":
-        rows += [("peak GPU allocated GB", mem["peak_allocated_gb"]),
-                 ("peak GPU reserved GB", mem["peak_reserved_gb"])]
-    else:
-        rows += [("peak RSS (training) GB", mem.get("peak_rss_train_gb"))]
-    return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
-
-
 # ---- command line (and `accelerate launch -m helpers.finetune`) -------------------------------
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """`--set sft.max_steps=10 --set backend=hf` as nested overrides (values read as YAML)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. sft.max_steps=10)")
-        key, value = item.split("=", 1)
-        *parents, leaf = key.strip().split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _scalar(yaml.safe_load(value))
-    return out
-
-
-def _scalar(value: Any) -> Any:
-    """YAML reads `3e-4` as a string (no dot): take it as the number it is."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Train one model of a profile from the command line; `--set key=value` overrides the profile."""
     from .config import step_settings
