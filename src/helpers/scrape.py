@@ -425,6 +425,11 @@ def _inline_terms(text: str, group: str | None) -> list[tuple[str, str]]:
     return out
 
 
+def missing_sections(uses: list[str], side_effects: dict[str, list[str]]) -> list[str]:
+    """Which of a drug record's two sections came back empty (both empty: not a drug page)."""
+    return [name for name, got in (("uses", uses), ("side_effects", any(side_effects.values()))) if not got]
+
+
 def first_group_wins(grouped: dict[str, list[str]], order: Sequence[str]) -> dict[str, list[str]]:
     """Deduplicate the groups' terms in place, a term kept only in the first group of `order` that
     lists it (case and spacing ignored); returns `grouped`."""
@@ -512,17 +517,14 @@ def parse_drugs_com(html: str, name: str, source_url: str, fetched_at: str,
     generic_names = [generic] if generic else []
     if generic_names and slugify(display) != slugify(generic) and display not in brands:
         brands = [display, *brands]
-    missing, uses, side_effects = [], [], {g: [] for g in SIDE_EFFECT_GROUPS}
+    uses, side_effects = [], {g: [] for g in SIDE_EFFECT_GROUPS}
     uses_h2 = _find_section(soup, "uses")
     if uses_h2 is not None:
         uses = _uses_from_blocks(_Section(uses_h2).blocks)
-    if not uses:
-        missing.append("uses")
     se_h2 = _find_section(soup, "side-effects")
     if se_h2 is not None:
         side_effects = _side_effects_from_blocks(_Section(se_h2).blocks)
-    if not any(side_effects.values()):
-        missing.append("side_effects")
+    missing = missing_sections(uses, side_effects)
     if len(missing) == 2:
         raise DataError(f"{source_url}: no 'uses' and no 'side-effects' section could be read "
                         f"(not a drug page, or garbled)")
@@ -663,11 +665,7 @@ def parse_openfda(payload: dict[str, Any] | str, name: str, source_url: str,
     classes = [re.sub(r"\s*\[EPC\]$", "", c) for c in _openfda(label, "pharm_class_epc")]
     uses = _uses_from_indications(_joined(label, "indications_and_usage"))
     side_effects = _side_effects_from_label(_joined(label, "adverse_reactions"))
-    missing = []
-    if not uses:
-        missing.append("uses")
-    if not any(side_effects.values()):
-        missing.append("side_effects")
+    missing = missing_sections(uses, side_effects)
     if len(missing) == 2:
         raise DataError(f"{source_url}: label {label.get('id', '?')} has neither indications "
                         f"nor adverse reactions")
