@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import corpora, io, paths, pipeline, schemas
+from helpers import corpora, eval_sets, io, paths, pipeline, schemas
 
 GOOD = {"id": "r1", "text": "I took Lipitor and now my muscles ache.", "drugs": ["Lipitor"],
         "adverse_events": ["muscles ache"]}
@@ -298,7 +298,8 @@ def study(tmp_path, monkeypatch):
     root = tmp_path / "study"
     monkeypatch.setenv("AE_STUDY_ROOT", str(root))
     (root / "configs").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml", root / "configs")
+    for name in ("base.yaml", "smoke.yaml"):
+        shutil.copy(Path(__file__).resolve().parents[1] / "configs" / name, root / "configs")
     for split in ("test", "test_unseen", "train", "val"):
         io.write_jsonl(root / "data" / "synthetic" / "smoke" / f"{split}.jsonl", [GOOD])
         io.write_jsonl(root / "artifacts" / "predictions" / "smoke" / split / "smollm2-135m-lora.jsonl", [{"id": split}])
@@ -390,10 +391,10 @@ def test_a_test_file_named_test_is_scored_under_its_own_name(study, tmp_path, ca
     assert tf == "data/external/user-test.jsonl"
     tasks = {t.label: t for t in pipeline.plan(prof, ["smollm2-135m"], tf)}
     infer = tasks["05_infer [smollm2-135m]"]
-    assert Path(infer.params["test_file"]).stem == "user-test"
+    assert eval_sets.test_file_split(infer.settings["test_file"]) == "user-test"
     assert infer.manifest.name == "manifest-smollm2-135m-user-test.json"
     assert tasks["06_evaluate"].manifest.name == "manifest-user-test.json"
-    assert paths.predictions_file("smoke", Path(tf).stem, "smollm2-135m-lora") != \
+    assert paths.predictions_file("smoke", eval_sets.test_file_split(tf), "smollm2-135m-lora") != \
         paths.predictions_file("smoke", "test", "smollm2-135m-lora")
     after = snapshot(study)
     assert all(after[k] == v for k, v in before.items())

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import baselines_encoder as BE, finetune, infer, io, paths, pipeline, synthesize
+from helpers import baselines_encoder as BE, dataset_card, finetune, infer, io, paths, pipeline
 
 
 def _age(p: Path, seconds: float) -> None:
@@ -54,7 +54,8 @@ def test_run_all_sweeps_stale_temp_files_on_start(tmp_path, monkeypatch):
     root = tmp_path / "study"
     monkeypatch.setenv("AE_STUDY_ROOT", str(root))
     (root / "configs").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml", root / "configs")
+    for name in ("base.yaml", "smoke.yaml"):
+        shutil.copy(Path(__file__).resolve().parents[1] / "configs" / name, root / "configs")
     stale = root / "artifacts" / "predictions" / "smoke" / "test" / ".x.jsonl.abc123.tmp"
     fresh = root / "data" / "synthetic" / "smoke" / ".train.jsonl.def456.tmp"
     for p in (stale, fresh):
@@ -166,7 +167,7 @@ def test_a_failed_save_never_publishes(tmp_path):
 
 # ---- figures ----------------------------------------------------------------------------------------
 def test_figures_are_written_through_a_temp_file(tmp_path, monkeypatch):
-    """synthesize.plot_dataset and the encoder's loss curve save to a temp file that then replaces
+    """dataset_card.plot_dataset and the encoder's loss curve save to a temp file that then replaces
     the PNG; an interrupted save leaves the old PNG."""
     from matplotlib.figure import Figure
 
@@ -180,7 +181,7 @@ def test_figures_are_written_through_a_temp_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Figure, "savefig", recording)
     splits = {"train": [{"text": "a b", "drugs": ["X"], "adverse_events": ["b"], "meta": {"drug_names": ["X"]}}]}
     png = tmp_path / "card.png"
-    synthesize.plot_dataset(splits, png)
+    dataset_card.plot_dataset(splits, png)
     BE.save_encoder(FakeModel("m"), FakeTokenizer(), tmp_path / "enc", STATS, STEPS)
     assert len(saved_to) == 2 and all(n.startswith(".") and n.endswith(".tmp") for n in saved_to)
     before = png.read_bytes()
@@ -191,6 +192,6 @@ def test_figures_are_written_through_a_temp_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        synthesize.plot_dataset(splits, png)
+        dataset_card.plot_dataset(splits, png)
     assert png.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.png", "enc"]

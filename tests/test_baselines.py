@@ -224,19 +224,19 @@ def toy_reports(n, seed):
 def test_tiny_encoder_learns_a_trivial_tagging(tmp_path):
     train, val, test = toy_reports(40, 1), toy_reports(8, 2), toy_reports(12, 3)
     cfg = be.EncoderConfig(epochs=3, batch_size=8, lr=5e-4, max_length=32, stride=8, seed=5)
-    stats = be.train_encoder(train, val, tmp_path / "enc", cfg, progress=False)
+    fit = be.train_encoder(train, val, tmp_path / "enc", cfg, progress=False)
+    stats = fit.stats
     assert stats["steps"] == 15 and stats["train_windows"] == 40
-    pred = be.predict_spans(stats["model"], stats["tokenizer"], [r["text"] for r in test], cfg,
-                            progress=False)
+    pred = be.predict_spans(fit.model, fit.tokenizer, [r["text"] for r in test], cfg, progress=False)
     scores = be.span_scores([[make_span(r["text"], s["start"], s["end"], s["label"])
                               for s in r["spans"]] for r in test], pred)
     assert scores["span_f1"] > 0.5, scores          # chance (a random tag per token) is near 0
     for name in ("model.safetensors", "loss_curve.csv", "loss_curve.png", be.STATS_FILE):
         assert (tmp_path / "enc" / name).exists()
     assert be.saved_fits(tmp_path / "enc", cfg, be.data_hash(train, val))
-    model, tok, saved = be.load_trained(tmp_path / "enc")
-    again = be.predict_spans(model, tok, [r["text"] for r in test], cfg, progress=False)
-    assert again == pred and saved["best_epoch"] == stats["best_epoch"]
+    saved = be.load_trained(tmp_path / "enc")
+    again = be.predict_spans(saved.model, saved.tokenizer, [r["text"] for r in test], cfg, progress=False)
+    assert again == pred and saved.stats["best_epoch"] == stats["best_epoch"]
 
 
 def test_context_errors_sort_false_positive_events():

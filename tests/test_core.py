@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import config, io, manifest, paths, schemas
+from helpers import config, io, manifest, paths, schemas, steps
 
 
 @pytest.fixture()
@@ -42,18 +42,18 @@ def test_manifest_detects_changed_inputs_params_and_missing_outputs(repo):
     inp.write_text("x")
     io.write_text(out, "y")
     params = {"run": "t", "seed": 1, "n": 3}
-    manifest.write_manifest(out.parent, "02_synthesize", params, [inp], [out])
-    m = manifest.read_manifest(out.parent)
+    manifest.write_manifest(out.parent / "manifest.json", "02_synthesize", params, [inp], [out])
+    m = manifest.read_manifest(out.parent / "manifest.json")
     assert m["seed"] == 1 and m["inputs"] == {"in.txt": io.sha256_file(inp)}
     assert "python" in m["versions"]
-    assert manifest.stale_reason(out.parent, params) is None
-    assert manifest.stale_reason(out.parent, {**params, "n": 4}) == "parameters changed: n"
+    assert manifest.stale_reason(out.parent / "manifest.json", params) is None
+    assert manifest.stale_reason(out.parent / "manifest.json", {**params, "n": 4}) == "parameters changed: n"
     inp.write_text("changed")
-    assert manifest.stale_reason(out.parent, params) == "input changed: in.txt"
+    assert manifest.stale_reason(out.parent / "manifest.json", params) == "input changed: in.txt"
     inp.write_text("x")
     out.unlink()
-    assert manifest.stale_reason(out.parent, params) == "output missing: out/o.txt"
-    assert manifest.stale_reason(repo / "nowhere", params).startswith("no manifest")
+    assert manifest.stale_reason(out.parent / "manifest.json", params) == "output missing: out/o.txt"
+    assert manifest.stale_reason(repo / "nowhere" / "manifest.json", params).startswith("no manifest")
 
 
 def test_manifest_goes_stale_when_the_code_that_made_it_changes(repo, monkeypatch):
@@ -75,31 +75,50 @@ def test_manifest_goes_stale_when_the_code_that_made_it_changes(repo, monkeypatc
 
     out = repo / "out" / "o.txt"
     io.write_text(out, "y")
-    manifest.write_manifest(out.parent, "02_synthesize", {"seed": 1}, [], [out])
-    assert manifest.stale_reason(out.parent) is None
+    manifest.write_manifest(out.parent / "manifest.json", "02_synthesize", {"seed": 1}, [], [out])
+    assert manifest.stale_reason(out.parent / "manifest.json") is None
     (helpers / "unrelated.py").write_text("X = 2\n")
     nb["cells"][0]["outputs"] = [{"output_type": "stream", "text": "new output"}]
     (repo / "notebooks" / "02_synthesize.ipynb").write_text(json.dumps(nb))
-    assert manifest.stale_reason(out.parent) is None
+    assert manifest.stale_reason(out.parent / "manifest.json") is None
     (helpers / "words.py").write_text("W = ['a', 'b']\n")
-    assert manifest.stale_reason(out.parent) == "code changed: helpers/words.py"
-    manifest.write_manifest(out.parent, "02_synthesize", {"seed": 1}, [], [out])
+    assert manifest.stale_reason(out.parent / "manifest.json") == "code changed: helpers/words.py"
+    manifest.write_manifest(out.parent / "manifest.json", "02_synthesize", {"seed": 1}, [], [out])
     nb["cells"][0]["source"].append("gen.run(n=2)\n")
     (repo / "notebooks" / "02_synthesize.ipynb").write_text(json.dumps(nb))
-    assert manifest.stale_reason(out.parent) == "code changed: notebooks/02_synthesize.ipynb"
+    assert manifest.stale_reason(out.parent / "manifest.json") == "code changed: notebooks/02_synthesize.ipynb"
 
 
-def test_step_params_apply_section_and_model_overrides(repo):
+def test_step_settings_merge_base_profile_model_overrides_and_caller_overrides(repo):
+    (repo / "configs" / "base.yaml").write_text(
+        "seed: 7\nmax_length: 256\ntest_file: null\n"
+        "finetune: {backend: auto, lora: {r: 16}, sft: {per_device_train_batch_size: 4, max_steps: 5}}\n"
+        "infer: {limit: 0}\n")
     (repo / "configs" / "p.yaml").write_text(
-        "run: p\nseed: 7\nmodels: [a, b]\nfinetune: {lora_r: 8, batch_size: 4}\n"
-        "model_overrides: {b: {finetune: {batch_size: 2}}}\n")
+        "extends: base\nrun: p\nmodels: [a, b]\nfinetune: {lora: {r: 8}}\n"
+        "model_overrides: {b: {finetune: {sft: {per_device_train_batch_size: 2}}}}\n")
     prof = config.load_profile("p")
-    assert config.step_params(prof, "04_finetune", "a") == \
-        {"run": "p", "seed": 7, "lora_r": 8, "batch_size": 4, "model": "a"}
-    assert config.step_params(prof, "04_finetune", "b")["batch_size"] == 2
-    assert config.step_params(prof, "06_evaluate")["models"] == ["a", "b"]
+    assert config.step_settings(prof, "04_finetune", "a") == \
+        {"run": "p", "seed": 7, "model": "a", "backend": "auto", "lora": {"r": 8},
+         "sft": {"per_device_train_batch_size": 4, "max_steps": 5, "max_length": 256}}
+    b = config.step_settings("p", "04_finetune", "b", {"sft": {"max_steps": 9}})
+    assert b["sft"] == {"per_device_train_batch_size": 2, "max_steps": 9, "max_length": 256}
+    assert config.step_settings(prof, "06_evaluate")["models"] == ["a", "b"]
+    assert config.step_settings(prof, "05_infer", "a", {"test_file": "x.jsonl"})["test_file"] == "x.jsonl"
     with pytest.raises(config.ConfigError, match="needs a model"):
-        config.step_params(prof, "03_format")
+        config.step_settings(prof, "03_format")
+    with pytest.raises(config.ConfigError, match=r"p\.yaml: 05_infer override: unknown setting 'limt'"):
+        config.step_settings(prof, "05_infer", "a", {"limt": 3})
+
+
+def test_a_profile_key_the_base_lacks_is_an_error_naming_file_and_key(repo):
+    (repo / "configs" / "base.yaml").write_text("seed: 1\ninfer: {limit: 0}\nfinetune: {sft: {}}\n")
+    (repo / "configs" / "typo.yaml").write_text("extends: base\nrun: t\nmodels: [a]\ninfer: {limt: 3}\n")
+    with pytest.raises(config.ConfigError, match=r"typo\.yaml: unknown key\(s\) infer\.limt"):
+        config.load_profile("typo")
+    (repo / "configs" / "ok.yaml").write_text(
+        "extends: base\nrun: t\nmodels: [a]\nfinetune: {sft: {adam_beta1: 0.8}}\n")
+    assert config.load_profile("ok")["finetune"]["sft"] == {"adam_beta1": 0.8}   # TRL checks these
 
 
 def test_profile_errors_name_the_file(repo):
@@ -111,12 +130,12 @@ def test_profile_errors_name_the_file(repo):
 
 
 def test_shipped_profiles_load():
-    for name in ("smoke", "cpu", "paper"):
+    for name in ("smoke", "cpu", "gpu-smoke", "paper"):
         prof = config.load_profile(name)
         assert prof["run"] == name and prof["models"]
-        for step in config.SECTION:
-            for model in prof["models"] if step in config.PER_MODEL_STEPS else [None]:
-                config.step_params(prof, step, model)
+        for step in steps.STEPS.values():
+            for model in prof["models"] if step.per_model else [None]:
+                config.step_settings(prof, step.name, model)
 
 
 def test_report_validation_checks_span_offsets():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, finetune, paths
+from helpers import config, finetune, paths, train_log
 from helpers.config import ConfigError
 from helpers.io import DataError, write_jsonl
 
@@ -26,41 +26,55 @@ def repo(tmp_path, monkeypatch):
 
 
 # ---- config -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu-smoke", "paper"])
 def test_every_profile_section_builds_a_config(profile):
     prof = config.load_profile(str(REPO / "configs" / f"{profile}.yaml"))
-    params = config.step_params(prof, "04_finetune", prof["models"][0])
-    cfg = finetune.FinetuneConfig.from_params(params)
+    settings = config.step_settings(prof, "04_finetune", prof["models"][0])
+    cfg = finetune.FinetuneConfig.from_settings(settings)
     assert cfg.run == prof["run"] and cfg.seed == prof["seed"]
-    for key, value in prof["finetune"].items():
-        got = cfg.to_params()[key]
-        assert got == value, f"{profile}: finetune.{key} {got!r} != {value!r}"
+    assert cfg.to_params() == settings                     # passed through, nothing renamed or dropped
+    assert cfg.sft["max_length"] == prof["max_length"]     # written once per profile, read by 03 and 04
+
+
+def test_sft_config_passes_the_profile_arguments_through(tmp_path):
+    prof = config.load_profile("cpu")
+    cfg = finetune.FinetuneConfig.from_settings(config.step_settings(prof, "04_finetune", "smollm2-135m"))
+    args = finetune.sft_config(cfg, tmp_path, has_eval=True, device="cpu", resuming=False)
+    for key, value in cfg.sft.items():
+        assert getattr(args, key) == value, key
+    assert args.per_device_eval_batch_size == cfg.sft["per_device_train_batch_size"]
+    assert args.seed == args.data_seed == prof["seed"] and args.completion_only_loss
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
     base = {"run": "r", "model": "smollm2-135m", "seed": 1}
-    with pytest.raises(ConfigError, match="unknown parameter.*lora_rank"):
-        finetune.FinetuneConfig.from_params({**base, "lora_rank": 8})
-    with pytest.raises(ConfigError, match="missing parameter.*seed"):
-        finetune.FinetuneConfig.from_params({"run": "r", "model": "m"})
-    for key, value, why in [("backend", "tpu", "must be one of"), ("lora_dropout", 1.5, r"\[0, 1\)"),
-                            ("target_modules", "attention", "all-linear"), ("batch_size", 0, ">= 1"),
-                            ("warmup_ratio", 1.0, r"\[0, 1\)"), ("lora_r", 2.5, "integer")]:
-        with pytest.raises(ConfigError, match=f"finetune.{key}.*{why}"):
-            finetune.FinetuneConfig.from_params({**base, key: value})
-    with pytest.raises(ConfigError, match="num_epochs"):
-        finetune.FinetuneConfig.from_params({**base, "num_epochs": 0, "max_steps": -1})
+    with pytest.raises(ConfigError, match="unknown key.*lora_rank"):
+        finetune.FinetuneConfig.from_settings({**base, "lora_rank": 8})
+    with pytest.raises(ConfigError, match="finetune.lora.*unexpected keyword argument 'lora_rank'"):
+        finetune.FinetuneConfig.from_settings({**base, "lora": {"lora_rank": 8}})
+    with pytest.raises(ConfigError, match="finetune.sft.*unexpected keyword argument 'batch_size'"):
+        finetune.FinetuneConfig.from_settings({**base, "sft": {"batch_size": 4}})
+    with pytest.raises(TypeError):
+        finetune.FinetuneConfig.from_settings({"run": "r", "model": "m"})          # seed is required
+    for section, key, value, why in [
+            (None, "backend", "tpu", "must be one of"), ("lora", "lora_dropout", 1.5, r"\[0, 1\)"),
+            ("sft", "per_device_train_batch_size", 0, ">= 1"), ("sft", "warmup_steps", -0.1, ">= 0"),
+            ("lora", "r", 2.5, "integer"), ("sft", "lr_scheduler_type", "cosinus", "not a valid SchedulerType"),
+            ("sft", "optim", "adamx", "not a valid OptimizerNames")]:
+        settings = {**base, key: value} if section is None else {**base, section: {key: value}}
+        with pytest.raises(ConfigError, match=f"finetune\\.{section or key}.*{why}"):
+            finetune.FinetuneConfig.from_settings(settings)
+    with pytest.raises(ConfigError, match="num_train_epochs"):
+        finetune.FinetuneConfig.from_settings({**base, "sft": {"num_train_epochs": 0, "max_steps": -1}})
 
 
-def test_config_coerces_command_line_strings():
-    cfg = finetune.FinetuneConfig.from_params(
-        {"run": "r", "model": "m", "seed": "7", "learning_rate": "3e-4", "resume": "true",
-         "target_modules": "q_proj, v_proj", "max_steps": "10", "lora_dropout": "0.05"})
-    assert (cfg.seed, cfg.learning_rate, cfg.resume, cfg.max_steps) == (7, 3e-4, True, 10)
-    assert cfg.target_modules == ("q_proj", "v_proj")
-    assert cfg.to_params()["target_modules"] == ["q_proj", "v_proj"]
-    assert finetune.FinetuneConfig.from_params({"run": "r", "model": "m", "seed": 1,
-                                                "target_modules": '["o_proj"]'}).target_modules == ("o_proj",)
+def test_command_line_overrides_are_nested_and_typed():
+    got = finetune.parse_set(["sft.learning_rate=3e-4", "resume=true", "lora.target_modules=[q_proj, v_proj]",
+                              "sft.max_steps=10", "lora.lora_dropout=0.05"])
+    assert got == {"sft": {"learning_rate": 3e-4, "max_steps": 10}, "resume": True,
+                   "lora": {"target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.05}}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        finetune.parse_set(["max_steps"])
 
 
 # ---- backend choice (this machine has no CUDA GPU: CI's situation) ----------------------------
@@ -81,22 +95,22 @@ def test_cpu_machine_picks_hf_and_never_imports_unsloth():
 # ---- statistics -------------------------------------------------------------------------------
 def test_examples_after_follows_the_trainer_epoch_layout():
     # 10 rows, batch 4: micro-batches of 4, 4, 2; one optimizer step each
-    assert [finetune.examples_after(s, 10, 4, 1) for s in range(7)] == [0, 4, 8, 10, 14, 18, 20]
+    assert [train_log.examples_after(s, 10, 4, 1) for s in range(7)] == [0, 4, 8, 10, 14, 18, 20]
     # grad_accum 2: steps of (4+4) and (2) examples
-    assert [finetune.examples_after(s, 10, 4, 2) for s in range(5)] == [0, 8, 10, 18, 20]
+    assert [train_log.examples_after(s, 10, 4, 2) for s in range(5)] == [0, 8, 10, 18, 20]
 
 
 def test_loss_rows_csv_roundtrip_and_plot(tmp_path):
     history = [{"eval_loss": 2.5, "step": 0}, {"loss": 2.4, "step": 1}, {"loss": 2.1, "step": 2},
                {"eval_loss": 2.0, "step": 2}, {"train_runtime": 3.0, "step": 2}]
-    rows = finetune.loss_rows(history)
+    rows = train_log.loss_rows(history)
     assert rows == [{"step": 0, "train_loss": None, "val_loss": 2.5},
                     {"step": 1, "train_loss": 2.4, "val_loss": None},
                     {"step": 2, "train_loss": 2.1, "val_loss": 2.0}]
-    csv_path = finetune.write_loss_csv(rows, tmp_path / "loss.csv")
+    csv_path = train_log.write_loss_csv(rows, tmp_path / "loss.csv")
     assert csv_path.read_text().splitlines()[0] == "step,train_loss,val_loss"
-    assert finetune.read_loss_csv(csv_path) == rows
-    png = finetune.plot_loss(rows, tmp_path / "loss.png")
+    assert train_log.read_loss_csv(csv_path) == rows
+    png = train_log.plot_loss(rows, tmp_path / "loss.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -121,7 +135,7 @@ def _tiny_peft(seed: int):
     torch.manual_seed(seed)
     base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
-    cfg = finetune.FinetuneConfig(run="r", model="m", seed=seed)
+    cfg = finetune.FinetuneConfig(run="r", model="m", seed=seed, lora={"target_modules": "all-linear"})
     targets = finetune.resolve_target_modules(cfg, base)
     assert targets == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
@@ -140,7 +154,7 @@ def test_publish_adapter_replaces_only_with_a_finished_adapter(tmp_path):
     spec = get_spec("smollm2-135m")
     _, first = _tiny_peft(1)
     files = finetune.publish_adapter(first, tmp_path, spec)
-    assert sorted(p.name for p in files) == sorted(finetune.ADAPTER_FILES)
+    assert sorted(p.name for p in files) == sorted(finetune.PUBLISHED_ADAPTER_FILES)
     conf = json.loads((tmp_path / "adapter_config.json").read_text())
     assert conf["base_model_name_or_path"] == spec.hub_id and conf["r"] == 4
     before = (tmp_path / "adapter_model.safetensors").read_bytes()
@@ -153,7 +167,7 @@ def test_publish_adapter_replaces_only_with_a_finished_adapter(tmp_path):
     with pytest.raises(OSError):
         finetune.publish_adapter(Broken(), tmp_path, spec)
     assert (tmp_path / "adapter_model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(finetune.ADAPTER_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(finetune.PUBLISHED_ADAPTER_FILES)
 
     # the published files load back into PEFT with the same weights
     torch.manual_seed(0)
@@ -234,10 +248,11 @@ def _write_short_rows(run: str, model: str, n_train: int, n_val: int) -> None:
         write_jsonl(formatting.output_files(run, model)[split], rows)
 
 
-TINY = dict(model="smollm2-135m", seed=13, backend="auto", lora_r=8, lora_alpha=16, lora_dropout=0.0,
-            target_modules="all-linear", learning_rate=2e-3, lr_scheduler="cosine", warmup_ratio=0.0,
-            num_epochs=1, max_steps=4, batch_size=2, grad_accum=1, save_steps=2, eval_steps=2,
-            max_length=256, logging_steps=1)
+TINY = dict(model="smollm2-135m", seed=13, backend="auto",
+            lora=dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
+            sft=dict(learning_rate=2e-3, lr_scheduler_type="cosine", warmup_steps=0.0, num_train_epochs=1,
+                     max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=1, save_steps=2,
+                     eval_steps=2, max_length=256, logging_steps=1))
 
 
 @pytest.mark.slow
@@ -250,7 +265,7 @@ def test_resume_after_a_kill_reaches_the_same_result(repo):
     for run in ("a", "b"):
         _write_short_rows(run, "smollm2-135m", n_train=8, n_val=2)
 
-    a = finetune.train(finetune.FinetuneConfig.from_params({**TINY, "run": "a"}), progress=False)
+    a = finetune.train(finetune.FinetuneConfig.from_settings({**TINY, "run": "a"}), progress=False)
     assert a.backend == "hf"
     assert a.stats["steps"] == 4 and a.stats["resumed_from_step"] is None
     assert a.stats["examples_this_session"] == 8 and a.stats["tokens_this_session"] > 8 * 30
@@ -260,20 +275,20 @@ def test_resume_after_a_kill_reaches_the_same_result(repo):
         assert a.files[key].exists(), key
     assert a.stats["memory"]["device"] == "cpu" and a.stats["memory"]["peak_rss_train_gb"] > 0.1
 
-    cfg_b = finetune.FinetuneConfig.from_params({**TINY, "run": "b"})
+    cfg_b = finetune.FinetuneConfig.from_settings({**TINY, "run": "b"})
     with pytest.raises(finetune.TrainingInterrupted, match="step 2"):
         finetune.train(cfg_b, callbacks=[finetune.interrupt_after_checkpoint(1)], progress=False)
     out_b = paths.model_dir("b", "smollm2-135m")
     assert not (out_b / "adapter_model.safetensors").exists()      # nothing published by a killed run
     assert finetune.last_complete_checkpoint(out_b / "checkpoints").name == "checkpoint-2"
 
-    b = finetune.train(finetune.FinetuneConfig.from_params({**TINY, "run": "b", "resume": True}),
+    b = finetune.train(finetune.FinetuneConfig.from_settings({**TINY, "run": "b", "resume": True}),
                        progress=False)
     assert b.stats["resumed_from_step"] == 2 and b.stats["steps_this_session"] == 2
     assert b.stats["examples_this_session"] == 4
 
-    rows_a = finetune.read_loss_csv(a.files["loss_csv"])
-    rows_b = finetune.read_loss_csv(b.files["loss_csv"])
+    rows_a = train_log.read_loss_csv(a.files["loss_csv"])
+    rows_b = train_log.read_loss_csv(b.files["loss_csv"])
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [0, 1, 2, 3, 4]
     for ra, rb in zip(rows_a, rows_b):
         for k in ("train_loss", "val_loss"):

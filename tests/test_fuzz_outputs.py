@@ -76,7 +76,7 @@ def test_1000_fuzzed_outputs_get_a_status_and_are_written(tmp_path, monkeypatch)
         report = {**REPORT, "id": f"r{i}"}
         rec = infer.make_record(report, raw, n_new_tokens=len(raw), finish_reason="length",
                                 system="fuzz-lora", model="fuzz", adapter=None, constrained=False)
-        assert rec["parse_status"] in parsing.STATUSES
+        assert rec["parse_status"] in parsing.PARSE_STATUSES
         assert rec["parse_ok"] == (rec["parse_status"] in parsing.PARSED_STATUSES)
         records.append(rec)
     path = infer.write_predictions("fuzz", "test", "fuzz-lora", records)

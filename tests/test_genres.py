@@ -11,7 +11,7 @@ import pytest
 
 from helpers import dataset_card as D
 from helpers import genres as G
-from helpers import paths, schemas, splits as sp, synthesize as S
+from helpers import dataset_card, paths, schemas, splits as sp, synthesize as S
 from helpers.io import read_jsonl
 
 MIX = {"message": 0.2, "forum": 0.35, "social": 0.15, "case_report": 0.15, "clinical_note": 0.15}
@@ -63,7 +63,7 @@ def test_each_genre_has_its_own_length_label_and_drugless_profile(built):
     assert st["case_report"]["share_no_ae"] == 0 and st["case_report"]["drugs_mean"] > 1.2
     assert st["clinical_note"]["share_negated"] > 0.5 and st["forum"]["share_hypothetical"] > 0.05
     assert st["social"]["share_misspelled"] > 0.1 and st["forum"]["share_worsened"] > 0
-    overall = S.split_stats(splits_["train"])
+    overall = dataset_card.split_stats(splits_["train"])
     assert overall["share_no_drug"] >= 0.2
     forum = _by_genre(_all(splits_))["forum"]
     assert any(len(r["text"]) < 150 for r in forum), "no one-line forum posts"
@@ -174,8 +174,8 @@ def _card_table(card: str, heading: str) -> dict[str, dict[str, str]]:
 def test_card_figures_match_the_written_files(tmp_path, built):
     splits_, info = built
     S.write_splits(splits_, tmp_path)
-    card = S.write_card(splits_, PARAMS, info, tmp_path).read_text()
-    fig = S.plot_dataset(splits_, tmp_path / "card.png")
+    card = dataset_card.write_card(splits_, PARAMS, info, tmp_path).read_text()
+    fig = dataset_card.plot_dataset(splits_, tmp_path / "card.png")
     back = {s: read_jsonl(tmp_path / f"{s}.jsonl") for s in S.SPLITS}
     stats = D.genre_stats(_all(back))
     table = _card_table(card, "## Genres (all splits)")

@@ -40,10 +40,10 @@ def test_gpu_smoke_profile_uses_offline_models_and_both_backends():
     assert prof["device"] == "cuda" and prof["models"] and models.hub_offline(prof["models"])
     backends = {}
     for m in prof["models"]:
-        cfg = finetune.FinetuneConfig.from_params(config.step_params(prof, "04_finetune", m))
+        cfg = finetune.FinetuneConfig.from_settings(config.step_settings(prof, "04_finetune", m))
         backends[m] = cfg.backend
     assert backends == {"smollm2-135m": "unsloth", "gemma3-270m": "hf"}
-    assert config.step_params(prof, "05_infer", "smollm2-135m")["constrained"] == "spans"
+    assert config.step_settings(prof, "05_infer", "smollm2-135m")["constrained"] == "spans"
     n = sum(prof["synthesize"][k] for k in ("n_train", "n_val", "n_test", "n_test_unseen"))
     assert 24 <= n <= 120, "a few dozen reports"
 

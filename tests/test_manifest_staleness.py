@@ -28,9 +28,10 @@ def _drugs(repo, names):
 def _finish(repo, inputs, started=None, params=None):
     out = repo / "data" / "synthetic" / "t" / "train.jsonl"
     io.write_text(out, "x\n")
-    manifest.write_manifest(out.parent, "02_synthesize", params or {"seed": 1}, inputs, [out],
+    target = out.parent / "manifest.json"
+    manifest.write_manifest(target, "02_synthesize", params or {"seed": 1}, inputs, [out],
                             started=started)
-    return out.parent
+    return target
 
 
 def test_a_new_file_in_a_folder_read_by_glob_makes_the_step_stale(repo):
@@ -108,7 +109,7 @@ def test_an_input_another_process_touched_during_the_run_is_recorded_as_such(rep
 ])
 def test_a_damaged_manifest_reruns_the_step_with_a_reason(repo, content, reason):
     out = _finish(repo, [])
-    (out / "manifest.json").write_bytes(content.encode("latin-1"))
+    out.write_bytes(content.encode("latin-1"))
     got = manifest.stale_reason(out, {"seed": 1})
     assert got is not None and got.startswith(reason), got
 
@@ -150,7 +151,7 @@ def test_package_versions_are_part_of_staleness(repo, monkeypatch):
 
 def test_the_git_commit_alone_does_not_make_a_step_stale(repo):
     out = _finish(repo, [])
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads(out.read_text())
     m["versions"]["git_commit"] = "0000000"
-    (out / "manifest.json").write_text(json.dumps(m))
+    out.write_text(json.dumps(m))
     assert manifest.stale_reason(out) is None

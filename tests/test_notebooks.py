@@ -1,4 +1,4 @@
-"""The committed notebooks: smoke defaults in their parameters cell, conventions, clean outputs."""
+"""The committed notebooks: a parameters cell naming the profile, conventions, clean outputs."""
 from __future__ import annotations
 
 import ast
@@ -8,9 +8,9 @@ import re
 import nbformat
 import pytest
 
-from helpers import config, paths, pipeline
+from helpers import config, paths, steps
 
-NOTEBOOKS = sorted(pipeline.NOTEBOOKS.items())
+NOTEBOOKS = [(s.name, s.notebook) for s in steps.STEPS.values()]
 
 
 def _parameters(nb) -> dict:
@@ -22,19 +22,18 @@ def _parameters(nb) -> dict:
 
 
 @pytest.mark.parametrize("step,name", NOTEBOOKS)
-def test_parameter_defaults_are_the_smoke_profile(step, name):
+def test_parameters_cell_names_only_profile_model_and_overrides(step, name):
+    """Every setting comes from the profile: the parameters cell names it (smoke by default), the
+    model of a per-model step, and an empty overrides dict; the next cell resolves the settings."""
     nb = nbformat.read(paths.root() / "notebooks" / name, as_version=4)
     defaults = _parameters(nb)
     prof = config.load_profile("smoke")
-    if step == "04b_baselines":
-        expected = {"run": prof["run"], "seed": prof["seed"], **prof.get("baselines", {})}
-    else:
-        model = prof["models"][0] if step in config.PER_MODEL_STEPS else None
-        expected = config.step_params(prof, step, model)
-    missing = {k: v for k, v in expected.items() if k not in defaults}
-    assert not missing, f"{name}: parameters cell lacks {missing}"
-    differ = {k: (defaults[k], v) for k, v in expected.items() if defaults[k] != v}
-    assert not differ, f"{name}: defaults differ from configs/smoke.yaml: {differ}"
+    expected = {"profile": "smoke", "overrides": {}}
+    if steps.get(step).per_model:
+        expected["model"] = prof["models"][0]
+    assert defaults == expected, f"{name}: the parameters cell holds {defaults}, not {expected}"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f'config.step_settings(profile, "{step}"' in code, f"{name}: settings not read from the profile"
 
 
 @pytest.mark.parametrize("step,name", NOTEBOOKS)

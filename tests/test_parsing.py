@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from helpers.parsing import FAILED_STATUSES, PARSED_STATUSES, STATUSES, parse_output
+from helpers.parsing import FAILED_STATUSES, PARSED_STATUSES, PARSE_STATUSES, parse_output
 from helpers.schemas import answer_json
 
 CANON = {"drugs": ["Lipitor"], "adverse_events": ["muscle pain", "dark urine"]}
@@ -92,7 +92,7 @@ def test_failures_are_statuses(raw, status):
 
 
 def test_status_vocabulary_is_closed():
-    assert set(PARSED_STATUSES) | set(FAILED_STATUSES) == set(STATUSES)
+    assert set(PARSED_STATUSES) | set(FAILED_STATUSES) == set(PARSE_STATUSES)
 
 
 def test_never_raises_on_random_damage():
@@ -111,7 +111,7 @@ def test_never_raises_on_random_damage():
             else:
                 chars = chars[:pos]
         parsed, status = parse_output("".join(chars))
-        assert status in STATUSES
+        assert status in PARSE_STATUSES
         assert (parsed is None) == (status in FAILED_STATUSES)
         if parsed is not None:
             assert set(parsed) == {"drugs", "adverse_events"}

@@ -13,7 +13,8 @@ def repo(tmp_path, monkeypatch):
     real = paths.root()
     monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
     (tmp_path / "configs").mkdir()
-    shutil.copy(real / "configs" / "smoke.yaml", tmp_path / "configs" / "smoke.yaml")
+    for name in ("base.yaml", "smoke.yaml"):
+        shutil.copy(real / "configs" / name, tmp_path / "configs" / name)
     return tmp_path
 
 
@@ -23,8 +24,8 @@ def _finish_all(profile, models):
     for task in pipeline.plan(profile, models, None):
         out = task.manifest.parent / f"out-{task.executed_name}.txt"
         io.write_text(out, task.label)
-        manifest.write_manifest(task.manifest.parent, task.step, task.params,
-                                [prev] if prev else [], [out], name=task.manifest.name)
+        manifest.write_manifest(task.manifest, task.step, task.settings,
+                                [prev] if prev else [], [out])
         prev = out
     return prev
 
@@ -41,7 +42,10 @@ def test_plan_runs_per_model_steps_for_every_model_in_order():
 def test_test_file_tags_inference_and_evaluation_manifests():
     prof = config.load_profile("smoke")
     tasks = {t.label: t for t in pipeline.plan(prof, ["a"], "data/external/cadec.jsonl")}
-    assert tasks["05_infer [a]"].params["test_file"] == "data/external/cadec.jsonl"
+    assert tasks["05_infer [a]"].settings["test_file"] == "data/external/cadec.jsonl"
+    assert tasks["05_infer [a]"].parameters == {"profile": "smoke", "model": "a",
+                                                "overrides": {"test_file": "data/external/cadec.jsonl"}}
+    assert tasks["04b_baselines"].manifest.name == "manifest-baselines-cadec.json"
     assert tasks["05_infer [a]"].manifest.name == "manifest-a-cadec.json"
     assert tasks["02_synthesize"].manifest.name == "manifest.json"
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import paths
 from helpers.io import DataError, read_json, write_json
 from helpers.schemas import DRUG_KEYS, SIDE_EFFECT_GROUPS, all_side_effects, load_drug_records
-from helpers.scrape import (CURATED_GENERATOR, STUDY_DRUGS, ScrapeError, classify_intro, clean_terms,
+from helpers.scrape import (CURATED_GENERATOR, STUDY_DRUGS, ScrapeError, classify_intro, tidy_term_list,
                             curated_page, drugs_com_url, name_index, openfda_url, parse_drugs_com,
                             parse_openfda, resolve_drugs, scrape, side_effect_counts, slugify,
                             split_terms)
@@ -60,8 +60,8 @@ def test_split_terms(text, expected):
     assert split_terms(text) == expected
 
 
-def test_clean_terms_merges_duplicates_keeping_first_wording_and_drops_fillers():
-    assert clean_terms(["Dry mouth", "dry  mouth;", "or", " and ", "", "blurred vision."]) == \
+def test_tidy_term_list_merges_duplicates_keeping_first_wording_and_drops_fillers():
+    assert tidy_term_list(["Dry mouth", "dry  mouth;", "or", " and ", "", "blurred vision."]) == \
         ["Dry mouth", "blurred vision"]
 
 
@@ -326,12 +326,13 @@ def test_notebook_with_a_live_source_against_a_local_server(tmp_path, monkeypatc
     """The 01_scrape notebook itself, source=drugs.com pointed at 127.0.0.1, in a scratch root."""
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    (tmp_path / "configs").symlink_to(Path(__file__).parents[1] / "configs")
     with LocalServer(_drugs_com_routes()) as srv:
         papermill.execute_notebook(
             str(Path(__file__).parents[1] / "notebooks" / "01_scrape.ipynb"),
             str(tmp_path / "01_scrape.out.ipynb"), cwd=str(tmp_path), progress_bar=False,
-            parameters=dict(source="drugs.com", drugs=["Examplor", "Nosuchdrug", "Missingol"],
-                            base_url=srv.url, rate_limit_s=0.0, retries=0, timeout_s=2.0))
+            parameters=dict(overrides=dict(source="drugs.com", drugs=["Examplor", "Nosuchdrug", "Missingol"],
+                                           base_url=srv.url, rate_limit_s=0.0, retries=0, timeout_s=2.0)))
     records = load_drug_records(tmp_path / "data" / "raw" / "drugs")
     assert [r["name"] for r in records] == ["Examplor", "Missingol"]
     assert all(set(r) == set(DRUG_KEYS) and r["source"] == "drugs.com" for r in records)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import schemas, synthesize as S
+from helpers import dataset_card, schemas, synthesize as S
 from helpers.io import DataError, read_jsonl
 from helpers.splits import SplitError
 
@@ -78,7 +78,7 @@ def test_negations_and_diseases_are_not_labels(built):
 
 def test_mix_of_empty_unnamed_and_multi_drug_reports(built):
     splits, _ = built
-    st = S.split_stats(splits["train"])
+    st = dataset_card.split_stats(splits["train"])
     assert 0.08 < st["share_no_ae"] < 0.4
     assert 0.03 < st["share_no_drug"] < 0.3
     assert st["share_multi_drug"] > 0.2
@@ -150,15 +150,15 @@ def test_empty_split_fails_clearly():
         S.build_template_splits(RECORDS[:1], SIZES, 1, seed=1)
 
 
-def test_clean_term_and_misspell():
-    assert S.clean_term("unexplained muscle pain, tenderness, or weakness") == "unexplained muscle pain"
-    assert S.clean_term("a seizure") == "seizure"
-    assert S.clean_term("swelling of your face, lips") == "swelling of the face"
-    assert S.clean_term("Fast or pounding heartbeats") == "pounding heartbeats"
-    assert S.clean_term("chest pain or pressure") == "chest pain"
-    assert S.clean_term("lips") is None and S.clean_term("with or without vomiting") is None
-    assert S.clean_term("HIV infection") == "HIV infection"
-    assert S.clean_term("(rare) 123") is None
+def test_short_event_label_and_misspell():
+    assert S.short_event_label("unexplained muscle pain, tenderness, or weakness") == "unexplained muscle pain"
+    assert S.short_event_label("a seizure") == "seizure"
+    assert S.short_event_label("swelling of your face, lips") == "swelling of the face"
+    assert S.short_event_label("Fast or pounding heartbeats") == "pounding heartbeats"
+    assert S.short_event_label("chest pain or pressure") == "chest pain"
+    assert S.short_event_label("lips") is None and S.short_event_label("with or without vomiting") is None
+    assert S.short_event_label("HIV infection") == "HIV infection"
+    assert S.short_event_label("(rare) 123") is None
     import random
     rng = random.Random(0)
     spelled = {S.misspell("Lisinopril", rng) for _ in range(30)}
@@ -168,11 +168,11 @@ def test_clean_term_and_misspell():
 def test_card_and_plot(tmp_path, built):
     splits, info = built
     params = {"run": "t", "seed": 13, "generator": "template"}
-    card = S.write_card(splits, params, info, tmp_path).read_text()
+    card = dataset_card.write_card(splits, params, info, tmp_path).read_text()
     for needle in ("## Splits", "test_unseen", "Per-drug coverage", "## Examples", "share_no_ae"):
         assert needle in card
     assert card.count("```json") == 3
-    S.plot_dataset(splits, tmp_path / "card.png")
+    dataset_card.plot_dataset(splits, tmp_path / "card.png")
     assert (tmp_path / "card.png").stat().st_size > 10_000
 
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import schemas, synthesize as S, teacher as T
+from helpers import dataset_card, schemas, synthesize as S, teacher as T
 from helpers.io import DataError
 
 VOCAB = ("garden", "Tuesday", "pharmacy", "weekend", "holiday", "office", "morning", "neighbour",
@@ -159,7 +159,7 @@ def test_llm_generator_builds_all_splits(server, tmp_path):
     assert info["teacher"]["grounding_rate"] < 1.0 and len(info["unseen_drugs"]) == 1
     paths = S.write_splits(splits, tmp_path / "out")
     assert len(paths) == 4
-    card = S.dataset_card(splits, params, info)
+    card = dataset_card.dataset_card(splits, params, info)
     assert "## Teacher" in card and "grounding_rate" in card
 
 
@@ -193,11 +193,11 @@ def test_parse_reply_shapes():
 
 def test_prompt_file_is_editable(tmp_path):
     d = S.prepare_drugs([drug("Alphazol")])[0]
-    default = T.render_prompt(T.load_prompt(), d, 3)
+    default = T.fill_teacher_prompt(T.load_prompt(), d, 3)
     assert "Alphazol" in default and "3 different reports" in default and "$" not in default
     custom = tmp_path / "p.txt"
     custom.write_text("Write $n reports about $drug ($side_effects).")
-    assert T.render_prompt(T.load_prompt(custom), d, 2) == \
+    assert T.fill_teacher_prompt(T.load_prompt(custom), d, 2) == \
         "Write 2 reports about Alphazol (headache; nausea; muscle pain)."
     custom.write_text("About $medicine")
     with pytest.raises(DataError, match="medicine"):

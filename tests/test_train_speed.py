@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finetune, train_speed
+from helpers import config, finetune, train_log, train_speed
 from helpers.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,8 @@ def test_head_at_labels_keeps_the_loss_of_a_real_smollm2_batch():
         import train_throughput as bench
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    cfg = finetune.FinetuneConfig.from_params({"run": "t", "model": "smollm2-135m", "seed": 13, "lora_r": 4})
+    cfg = finetune.FinetuneConfig.from_settings({"run": "t", "model": "smollm2-135m", "seed": 13,
+                                                 "lora": {"r": 4, "target_modules": "all-linear"}})
     model, tok = finetune.build_hf(models.get_spec("smollm2-135m"), cfg, "cpu")
     for p in model.parameters():                          # LoRA B starts at zero: give it a gradient path
         if p.requires_grad:
@@ -172,11 +173,11 @@ def test_trainer_class_and_config_key():
     assert train_speed.hf_sampling_strategy("length_buckets") == "random"
     assert train_speed.hf_sampling_strategy("group_by_length") == "group_by_length"
     base = {"run": "r", "model": "smollm2-135m", "seed": 1}
-    cfg = finetune.FinetuneConfig.from_params({**base, "train_sampling_strategy": "length_buckets",
-                                               "lm_head_at_labels": "true"})
+    cfg = finetune.FinetuneConfig.from_settings({**base, "train_sampling_strategy": "length_buckets",
+                                                 "lm_head_at_labels": True})
     assert cfg.lm_head_at_labels is True and cfg.train_sampling_strategy == "length_buckets"
     with pytest.raises(ConfigError, match="train_sampling_strategy.*must be one of"):
-        finetune.FinetuneConfig.from_params({**base, "train_sampling_strategy": "shortest_first"})
+        finetune.FinetuneConfig.from_settings({**base, "train_sampling_strategy": "shortest_first"})
 
 
 # ---- end to end: step 4 with both settings on, interrupted and resumed ----------------------------
@@ -196,21 +197,21 @@ def test_speed_settings_train_and_resume_to_the_same_result(tmp_path, monkeypatc
     (tmp_path / "artifacts").mkdir()
     (REPO / "artifacts" / "cache").mkdir(parents=True, exist_ok=True)
     (tmp_path / "artifacts" / "cache").symlink_to(REPO / "artifacts" / "cache")
-    params = {**TINY, "max_steps": 6, "save_steps": 2, "eval_steps": 3,
-              "lm_head_at_labels": True, "train_sampling_strategy": "length_buckets"}
+    params = config.deep_merge(TINY, {"sft": {"max_steps": 6, "save_steps": 2, "eval_steps": 3},
+                                      "lm_head_at_labels": True, "train_sampling_strategy": "length_buckets"})
     for run in ("a", "b"):
         _write_short_rows(run, "smollm2-135m", n_train=8, n_val=2)
-    a = finetune.train(finetune.FinetuneConfig.from_params({**params, "run": "a"}), progress=False)
+    a = finetune.train(finetune.FinetuneConfig.from_settings({**params, "run": "a"}), progress=False)
     assert a.stats["steps"] == 6 and a.stats["epochs"] == 1.5
     assert a.stats["final_val_loss"] < a.stats["base_val_loss"]
     with pytest.raises(finetune.TrainingInterrupted):
-        finetune.train(finetune.FinetuneConfig.from_params({**params, "run": "b"}),
+        finetune.train(finetune.FinetuneConfig.from_settings({**params, "run": "b"}),
                        callbacks=[finetune.interrupt_after_checkpoint(2)], progress=False)
-    b = finetune.train(finetune.FinetuneConfig.from_params({**params, "run": "b", "resume": True}),
+    b = finetune.train(finetune.FinetuneConfig.from_settings({**params, "run": "b", "resume": True}),
                        progress=False)
     assert b.stats["resumed_from_step"] == 4
-    rows_a = finetune.read_loss_csv(a.files["loss_csv"])
-    rows_b = finetune.read_loss_csv(b.files["loss_csv"])
+    rows_a = train_log.read_loss_csv(a.files["loss_csv"])
+    rows_b = train_log.read_loss_csv(b.files["loss_csv"])
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
     for ra, rb in zip(rows_a, rows_b):
         for k in ("train_loss", "val_loss"):

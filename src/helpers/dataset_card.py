@@ -171,13 +171,13 @@ def _label_sections(splits_: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def _examples_section(train: Reports) -> list[str]:
     parts = ["## Examples", ""]
-    for r in _examples(train):
+    for r in instructive_examples(train):
         parts += [f"**{r['id']}** ({genre_of(r)}, {_meta(r).get('shape')}, {_meta(r).get('style')})",
                   "", "```text", r["text"], "```", "", "```json", schemas.answer_json(r), "```", ""]
     return parts
 
 
-def _examples(recs: Reports) -> list[dict[str, Any]]:
+def instructive_examples(recs: Reports) -> list[dict[str, Any]]:
     """Instructive examples: a multi-event report, one with a negation, one with no event, and one
     per non-message genre present."""
     out: list[dict[str, Any]] = []

@@ -11,9 +11,10 @@ from . import paths
 from .schemas import load_reports
 
 
-def test_file_split(test_file: str | Path) -> str:
-    """The split name of a user's test file: its stem (`my_reports.jsonl` -> `my_reports`)."""
-    return Path(test_file).stem
+def test_file_split(test_file: str | Path | None) -> str | None:
+    """The split name of a user's test file: its stem (`my_reports.jsonl` -> `my_reports`); None
+    without one. Also the tag of the manifests and executed notebooks of a run on that file."""
+    return Path(test_file).stem if test_file else None
 
 
 def resolve(test_file: str | Path) -> Path:

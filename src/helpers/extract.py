@@ -203,7 +203,7 @@ def run_settings(run: str, model: str) -> tuple[dict[str, Any], str]:
         params = read_json(manifest).get("params", {})
         return {k: params.get(k, v) for k, v in SETTINGS.items()}, paths.rel(manifest)
     try:
-        params = config.step_params(config.load_profile(run), "05_infer", model)
+        params = config.step_settings(run, "05_infer", model)
         return {k: params.get(k, v) for k, v in SETTINGS.items()}, f"configs/{run}.yaml"
     except config.ConfigError:
         return dict(SETTINGS), "defaults"

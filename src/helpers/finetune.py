@@ -9,166 +9,34 @@ Both train on the same pre-tokenized rows (input_ids + completion_mask from
 helpers.templates.tokenize_example) with `completion_only_loss=True`: TRL 1.15/1.16 turn the
 completion mask into labels (-100 on the prompt) during dataset preparation, so only the answer
 and its end-of-turn token are learned. Both publish the same PEFT adapter files.
+The recipe is helpers.finetune_config; the loss table, plot and stats table helpers.train_log.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from . import memory, paths, train_speed
 from .config import ConfigError
-from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, atomic_path, finish_publish, publish_files,
-                 read_json, save_figure, write_json)
+from .finetune_config import ALL_LINEAR, BACKENDS, FinetuneConfig, parse_set  # noqa: F401 (the step's API)
+from .io import (PUBLISH_MARKER, TMP_SUFFIX, DataError, finish_publish, publish_files, read_json,
+                 write_json)
+from .train_log import examples_after, loss_rows, plot_loss, write_loss_csv
 
 log = logging.getLogger(__name__)
 
 STEP = "04_finetune"
-BACKENDS = ("auto", "hf", "unsloth")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PUBLISHED_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 CHECKPOINTS = "checkpoints"
-ALL_LINEAR = "all-linear"
-
-
-# ---- the training configuration ---------------------------------------------------------------
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """One run's recipe: the profile's `finetune:` section plus run, model, seed (and max_length)."""
-    run: str
-    model: str
-    seed: int
-    backend: str = "auto"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str | tuple[str, ...] = ALL_LINEAR
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 1
-    save_steps: int = 6
-    eval_steps: int = 6
-    resume: bool = False
-    max_length: int = 512
-    weight_decay: float = 0.0
-    logging_steps: int = 1
-    save_total_limit: int = 2
-    optim: str = "adamw_torch"
-    gradient_checkpointing: bool = False
-    lm_head_at_labels: bool = False           # helpers.train_speed: same loss, less head work
-    train_sampling_strategy: str = "random"   # random | length_buckets | group_by_length | sequential
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], ignore: Iterable[str] = ()) -> "FinetuneConfig":
-        """Build and check a config from notebook/profile parameters; unknown keys are an error."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        skip = set(ignore)
-        unknown = sorted(k for k in params if k not in known and k not in skip)
-        if unknown:
-            raise ConfigError(f"finetune: unknown parameter(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(known)}")
-        missing = [k for k in ("run", "model", "seed") if k not in params]
-        if missing:
-            raise ConfigError(f"finetune: missing parameter(s) {', '.join(missing)}")
-        values: dict[str, Any] = {}
-        for name, f in known.items():
-            if name in params:
-                default = f.default if f.default is not dataclasses.MISSING else _REQUIRED[name]
-                values[name] = _coerce(name, params[name], default)
-        cfg = cls(**values)
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        """Raise ConfigError naming the first key with an impossible value."""
-        def bad(key: str, why: str) -> None:
-            raise ConfigError(f"finetune.{key} = {getattr(self, key)!r}: {why}")
-        if self.backend not in BACKENDS:
-            bad("backend", f"must be one of {', '.join(BACKENDS)}")
-        if self.lora_r < 1:
-            bad("lora_r", "must be >= 1")
-        if self.lora_alpha <= 0:
-            bad("lora_alpha", "must be > 0")
-        if not 0 <= self.lora_dropout < 1:
-            bad("lora_dropout", "must be in [0, 1)")
-        if isinstance(self.target_modules, str) and self.target_modules != ALL_LINEAR:
-            bad("target_modules", f"must be {ALL_LINEAR!r} or a list of module names")
-        if not isinstance(self.target_modules, str) and not self.target_modules:
-            bad("target_modules", "must not be empty")
-        if self.learning_rate <= 0:
-            bad("learning_rate", "must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            bad("warmup_ratio", "must be in [0, 1)")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
-            bad("num_epochs", "must be > 0 when max_steps is -1")
-        for key in ("batch_size", "grad_accum", "save_steps", "eval_steps", "logging_steps",
-                    "save_total_limit"):
-            if getattr(self, key) < 1:
-                bad(key, "must be >= 1")
-        if self.max_length < 16:
-            bad("max_length", "must be >= 16")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
-        if self.train_sampling_strategy not in train_speed.SAMPLING_STRATEGIES:
-            bad("train_sampling_strategy", f"must be one of {', '.join(train_speed.SAMPLING_STRATEGIES)}")
-
-    def to_params(self) -> dict[str, Any]:
-        """The config as plain JSON-able parameters (target_modules as a list or 'all-linear')."""
-        out = dataclasses.asdict(self)
-        if not isinstance(self.target_modules, str):
-            out["target_modules"] = list(self.target_modules)
-        return out
-
-    @property
-    def effective_batch(self) -> int:
-        return self.batch_size * self.grad_accum
-
-
-_REQUIRED: dict[str, Any] = {"run": "", "model": "", "seed": 0}
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Parameters from YAML, papermill or the command line arrive as str/int/float/list."""
-    try:
-        if name == "target_modules":
-            if isinstance(value, str):
-                value = value.strip()
-                if value.startswith("["):
-                    value = json.loads(value)
-                elif "," in value:
-                    value = [v.strip() for v in value.split(",") if v.strip()]
-            return value if isinstance(value, str) else tuple(str(v) for v in value)
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError("expected true or false")
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if isinstance(default, int) and not isinstance(default, bool):
-            f = float(value)
-            if f != int(f):
-                raise ValueError("expected an integer")
-            return int(f)
-        if isinstance(default, float):
-            return float(value)
-        return str(value) if name in ("run", "model", "backend", "lr_scheduler", "optim",
-                                      "train_sampling_strategy") else value
-    except (TypeError, ValueError, json.JSONDecodeError) as e:
-        raise ConfigError(f"finetune.{name} = {value!r}: {e}") from None
 
 
 # ---- where the outputs go --------------------------------------------------------------------
@@ -307,8 +175,17 @@ def linear_module_names(model: Any) -> list[str]:
     return sorted(names)
 
 
-def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str]:
-    return linear_module_names(model) if cfg.target_modules == ALL_LINEAR else list(cfg.target_modules)
+def resolve_target_modules(cfg: FinetuneConfig, model: Any) -> list[str] | str:
+    """The LoRA targets: `all-linear` spelled out (linear_module_names), else the profile's list."""
+    targets = cfg.lora.get("target_modules", ALL_LINEAR)
+    if targets == ALL_LINEAR:
+        return linear_module_names(model)
+    return targets if isinstance(targets, str) else list(targets)   # a string is PEFT's regex
+
+
+def lora_kwargs(cfg: FinetuneConfig, model: Any) -> dict[str, Any]:
+    """The profile's LoraConfig arguments with the targets resolved on this model (both backends)."""
+    return {"bias": "none", **cfg.lora, "target_modules": resolve_target_modules(cfg, model)}
 
 
 def train_dtype(device: str) -> Any:
@@ -339,14 +216,14 @@ def build_hf(spec: Any, cfg: FinetuneConfig, device: str) -> tuple[Any, Any]:
     tokenizer = models.load_tokenizer(spec.key)
     plan = hf_plan(spec)
     model = models.load_planned(plan)
+    checkpointing = bool(cfg.sft.get("gradient_checkpointing", False))
     if plan.quantization:                     # QLoRA: norms in float32, inputs that carry gradients
         from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    if cfg.gradient_checkpointing:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=resolve_target_modules(cfg, model), bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(**lora_kwargs(cfg, model), task_type="CAUSAL_LM")
     # Seed right before the LoRA init: building the model cache on first use draws random numbers
     # (weights are initialised, then overwritten), which would otherwise change the adapter's start.
     transformers.set_seed(cfg.seed)
@@ -367,57 +244,35 @@ def build_unsloth(spec: Any, cfg: FinetuneConfig) -> tuple[Any, Any]:
             model_name=source, max_seq_length=cfg.max_length, dtype=None, load_in_4bit=True)
     tokenizer = models.set_padding_side(models.prepare_tokenizer(tokenizer, spec), "training")
     model = FastLanguageModel.get_peft_model(
-        model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=resolve_target_modules(cfg, model), bias="none",
-        use_gradient_checkpointing="unsloth", random_state=cfg.seed, max_seq_length=cfg.max_length)
+        model, **lora_kwargs(cfg, model), use_gradient_checkpointing="unsloth", random_state=cfg.seed,
+        max_seq_length=cfg.max_length)
     return model, tokenizer
 
 
 def sft_config(cfg: FinetuneConfig, output_dir: Path, has_eval: bool, device: str,
                resuming: bool, unsloth: bool = False) -> Any:
-    """TRL SFTConfig from the recipe. completion_only_loss=True is explicit: TRL infers it only for
-    prompt/completion text columns, and these rows are pre-tokenized. TRL turns gradient
-    checkpointing on by default; the hf backend uses the recipe's setting (off: faster on CPU),
-    Unsloth keeps its own."""
+    """TRL SFTConfig: the profile's `sft` arguments as written, plus what the study fixes (seeds,
+    step-wise logging/saving/eval, answer-only loss on pre-tokenized rows, the device's dtype).
+    completion_only_loss=True is explicit: TRL infers it only for prompt/completion text columns.
+    Unsloth keeps its own gradient checkpointing."""
     import torch
     from trl import SFTConfig
 
     on_gpu = device.startswith("cuda")
     dtype = train_dtype(device)
+    kwargs = dict(cfg.sft)
+    kwargs.setdefault("per_device_eval_batch_size", cfg.batch_size)
+    if not has_eval:
+        kwargs["eval_steps"] = None
+    if unsloth:
+        kwargs.pop("gradient_checkpointing", None)
     return SFTConfig(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,          # a float in [0, 1) is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        optim=cfg.optim,
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.eval_steps if has_eval else None,
-        eval_on_start=has_eval and not resuming,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to="none",
-        completion_only_loss=True,
-        max_length=cfg.max_length,
-        packing=False,
+        output_dir=str(output_dir), logging_strategy="steps", save_strategy="steps",
+        eval_strategy="steps" if has_eval else "no", eval_on_start=has_eval and not resuming,
+        seed=cfg.seed, data_seed=cfg.seed, report_to="none", completion_only_loss=True, packing=False,
         train_sampling_strategy=train_speed.hf_sampling_strategy(cfg.train_sampling_strategy),
-        **({} if unsloth else {"gradient_checkpointing": cfg.gradient_checkpointing}),
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        use_cpu=not on_gpu,
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
-    )
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, use_cpu=not on_gpu,
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16, **kwargs)
 
 
 def check_labels(trainer: Any, tokenized: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
@@ -498,76 +353,6 @@ def progress_lines(every: int | None = None, printer: Any = print) -> Any:
     return _Lines()
 
 
-# ---- statistics -------------------------------------------------------------------------------
-def examples_after(steps: int, n_train: int, batch_size: int, grad_accum: int) -> int:
-    """Training examples consumed after `steps` optimizer steps (the Trainer's epoch layout:
-    ceil(n/batch) micro-batches per epoch, grouped by grad_accum, the last group possibly short)."""
-    micro = math.ceil(n_train / batch_size)
-    per_epoch = max(math.ceil(micro / grad_accum), 1)
-    full, rest = divmod(steps, per_epoch)
-    return full * n_train + min(rest * grad_accum * batch_size, n_train)
-
-
-def loss_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-step train and val loss from the Trainer's log history (val at eval steps and step 0)."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for entry in log_history:
-        step = int(entry.get("step", 0))
-        if "loss" in entry:
-            by_step.setdefault(step, {"step": step, "train_loss": None, "val_loss": None})
-            by_step[step]["train_loss"] = float(entry["loss"])
-        if "eval_loss" in entry:
-            by_step.setdefault(step, {"step": step, "train_loss": None, "val_loss": None})
-            by_step[step]["val_loss"] = float(entry["eval_loss"])
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def write_loss_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
-    """loss.csv: step, train_loss, val_loss (empty where a step has none)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["step", "train_loss", "val_loss"])
-            for r in rows:
-                w.writerow([r["step"], "" if r["train_loss"] is None else f"{r['train_loss']:.6f}",
-                            "" if r["val_loss"] is None else f"{r['val_loss']:.6f}"])
-    return path
-
-
-def read_loss_csv(path: Path | str) -> list[dict[str, Any]]:
-    """The rows of a loss.csv (None where empty)."""
-    with Path(path).open(encoding="utf-8") as fh:
-        return [{"step": int(r["step"]),
-                 "train_loss": float(r["train_loss"]) if r["train_loss"] else None,
-                 "val_loss": float(r["val_loss"]) if r["val_loss"] else None}
-                for r in csv.DictReader(fh)]
-
-
-def plot_loss(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "") -> Path:
-    """Train (every logged step) and val (eval steps) loss curves, saved as PNG."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    train = [(r["step"], r["train_loss"]) for r in rows if r["train_loss"] is not None]
-    val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.2)
-    if val:
-        ax.plot(*zip(*val), label="val loss", color="tab:orange", marker="o", linewidth=1.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy on answer tokens")
-    ax.set_title(title or "training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return Path(path)
-
-
 # ---- publishing -------------------------------------------------------------------------------
 def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
     """Save the PEFT adapter into a temp folder beside the outputs, point its base model at the
@@ -579,7 +364,7 @@ def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", suffix=TMP_SUFFIX, dir=out_dir))
     try:
         model.save_pretrained(str(tmp))
-        for name in ADAPTER_FILES:
+        for name in PUBLISHED_ADAPTER_FILES:
             if not (tmp / name).exists():
                 raise RuntimeError(f"save_pretrained wrote no {name} (got {sorted(os.listdir(tmp))})")
         config = read_json(tmp / "adapter_config.json")
@@ -633,33 +418,8 @@ def _tokens_at(checkpoint: Path | None) -> int:
     return int(read_json(checkpoint / "trainer_state.json").get("num_input_tokens_seen", 0))
 
 
-def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = True) -> TrainResult:
-    """Fine-tune one model: tokenize step 3's rows, train LoRA with checkpoints (resuming from the
-    last complete one when cfg.resume), then publish adapter, stats, loss CSV/PNG atomically."""
-    from . import models
-
-    started = time.time()
-    spec = models.get_spec(cfg.model)
-    backend, reason = choose_backend(cfg.backend, spec)   # imports unsloth first on its path
-    import torch
-    import transformers
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    files = output_files(cfg.run, cfg.model)
-    out_dir, ckpt_dir = paths.model_dir(cfg.run, cfg.model), files["checkpoints"]
-    device = _device()
-    transformers.set_seed(cfg.seed)
-
-    train_rows, val_rows = load_training_rows(cfg.run, cfg.model)
-    if backend == "unsloth":
-        model, tokenizer = build_unsloth(spec, cfg)
-    else:
-        model, tokenizer = build_hf(spec, cfg, device)
-    where = paths.rel(paths.formatted_dir(cfg.run, cfg.model))
-    train_tok = tokenize_rows(tokenizer, spec, train_rows, cfg.max_length, f"{where}/train.jsonl")
-    val_tok = tokenize_rows(tokenizer, spec, val_rows, cfg.max_length, f"{where}/val.jsonl")
-
+def _checkpoint_to_resume(cfg: FinetuneConfig, ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from (cfg.resume), else None after clearing an earlier run's ones."""
     resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         log.warning("resume=True but no complete checkpoint under %s; training from the start",
@@ -667,7 +427,17 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     if resume_from is None and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)                  # checkpoints of an earlier, different run
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    return resume_from
 
+
+def _make_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: tuple[list, list], backend: str,
+                  device: str, resume_from: Path | None, callbacks: Sequence[Any], progress: bool) -> Any:
+    """TRL's SFTTrainer (or the length-bucket subclass) on the tokenized rows."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    train_tok, val_tok = data
+    ckpt_dir = output_files(cfg.run, cfg.model)["checkpoints"]
     args = sft_config(cfg, ckpt_dir, bool(val_tok), device, resuming=resume_from is not None,
                       unsloth=backend == "unsloth")
     args.disable_tqdm = not progress
@@ -679,51 +449,69 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
     if not progress:                              # no per-step log lines either
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
-    supervision = check_labels(trainer, train_tok)
+    return trainer
 
+
+def _fit(trainer: Any, cfg: FinetuneConfig, backend: str, device: str, resume_from: Path | None,
+         has_val: bool) -> tuple[float, dict[str, Any]]:
+    """Train (timed, with peak memory sampled), then the final val loss at the last step."""
     on_cuda = device.startswith("cuda")
     sampler = memory.RssSampler()
     mem_start = memory.cuda_reset_peak() if on_cuda else None
-    head_at_labels = train_speed.head_at_labels(cfg.lm_head_at_labels and backend == "hf")
-    with sampler, head_at_labels:
+    head_at_labels = cfg.lm_head_at_labels and backend == "hf"
+    with sampler, train_speed.head_at_labels(head_at_labels):
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         runtime = time.time() - t0
     mem = memory.cuda_peak(mem_start) if on_cuda else memory.cpu_figures(sampler)
     mem["peak_rss_process_gb"] = round(max(memory.peak_rss_bytes(), sampler.peak_bytes) / memory.GB, 3)
-
     state = trainer.state
     last_eval = max((e["step"] for e in state.log_history if "eval_loss" in e), default=None)
-    if val_tok and last_eval != state.global_step:
-        with train_speed.head_at_labels(cfg.lm_head_at_labels and backend == "hf"):
+    if has_val and last_eval != state.global_step:
+        with train_speed.head_at_labels(head_at_labels):
             trainer.evaluate()                   # the final val loss, logged at the last step
-    rows = loss_rows(state.log_history)
+    return runtime, mem
+
+
+def _session_figures(cfg: FinetuneConfig, state: Any, n_train: int, resume_from: Path | None,
+                     runtime: float) -> dict[str, Any]:
+    """Steps, examples and tokens of this session (a resumed run counts only its own) and rates."""
     start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
     steps_now = state.global_step - start_step
     world = int(os.environ.get("WORLD_SIZE", 1))     # data-parallel processes (accelerate launch)
     global_batch = cfg.batch_size * world
-    examples_now = (examples_after(state.global_step, len(train_tok), global_batch, cfg.grad_accum)
-                    - examples_after(start_step, len(train_tok), global_batch, cfg.grad_accum))
+    examples_now = (examples_after(state.global_step, n_train, global_batch, cfg.grad_accum)
+                    - examples_after(start_step, n_train, global_batch, cfg.grad_accum))
     tokens_now = int(state.num_input_tokens_seen) - _tokens_at(resume_from)
+    return {"world_size": world, "resumed_from_step": start_step if resume_from else None,
+            "steps_this_session": steps_now, "train_runtime_s": round(runtime, 2),
+            "examples_this_session": examples_now, "tokens_this_session": tokens_now,
+            "examples_per_s": round(examples_now / runtime, 4) if runtime > 0 else None,
+            "tokens_per_s": round(tokens_now / runtime, 2) if runtime > 0 else None,
+            "s_per_step": round(runtime / steps_now, 4) if steps_now else None}
+
+
+def _stats(cfg: FinetuneConfig, backend: tuple[str, str], spec: Any, device: str, trainer: Any,
+           tokens: list[dict[str, list[int]]], n_val: int, session: dict[str, Any], mem: dict[str, Any],
+           supervision: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """trainer_stats.json: what was trained where, how fast, with which losses and memory."""
+    import torch
+
+    state, model = trainer.state, trainer.model
     train_losses = [r["train_loss"] for r in rows if r["train_loss"] is not None]
     val_losses = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    stats = {
-        "model": cfg.model, "run": cfg.run, "backend": backend, "backend_reason": reason,
-        "device": mem.get("gpu_name", "cpu") if on_cuda else "cpu",
+    session = dict(session)
+    world, resumed = session.pop("world_size"), session.pop("resumed_from_step")
+    return {
+        "model": cfg.model, "run": cfg.run, "backend": backend[0], "backend_reason": backend[1],
+        "device": mem.get("gpu_name", "cpu") if device.startswith("cuda") else "cpu",
         "world_size": world, "torch_threads": torch.get_num_threads(),
-        **_base_stats(backend, spec, device),
-        "n_train": len(train_tok), "n_val": len(val_tok),
+        **_base_stats(backend[0], spec, device),
+        "n_train": len(tokens), "n_val": n_val,
         "steps": int(state.global_step), "max_steps": int(state.max_steps),
         "epochs": round(float(state.epoch or 0), 4),
-        "resumed_from_step": start_step if resume_from else None,
-        "steps_this_session": steps_now,
-        "train_runtime_s": round(runtime, 2),
-        "examples_this_session": examples_now,
-        "tokens_this_session": tokens_now,
-        "examples_per_s": round(examples_now / runtime, 4) if runtime > 0 else None,
-        "tokens_per_s": round(tokens_now / runtime, 2) if runtime > 0 else None,
-        "s_per_step": round(runtime / steps_now, 4) if steps_now else None,
-        "mean_tokens_per_example": round(sum(len(r["input_ids"]) for r in train_tok) / len(train_tok), 1),
+        "resumed_from_step": resumed, **session,
+        "mean_tokens_per_example": round(sum(len(r["input_ids"]) for r in tokens) / len(tokens), 1),
         **supervision,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "mean_train_loss": round(sum(train_losses) / len(train_losses), 6) if train_losses else None,
@@ -736,8 +524,40 @@ def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = T
                             for e in reversed(state.log_history) if "train_runtime" in e), {}),
         "config": cfg.to_params(),
     }
+
+
+def train(cfg: FinetuneConfig, callbacks: Sequence[Any] = (), progress: bool = True) -> TrainResult:
+    """Fine-tune one model: tokenize step 3's rows, train LoRA with checkpoints (resuming from the
+    last complete one when cfg.resume), then publish adapter, stats, loss CSV/PNG atomically."""
+    from . import models
+
+    started = time.time()
+    spec = models.get_spec(cfg.model)
+    backend, reason = choose_backend(cfg.backend, spec)   # imports unsloth first on its path
+    import transformers
+
+    files = output_files(cfg.run, cfg.model)
+    device = _device()
+    transformers.set_seed(cfg.seed)
+    train_rows, val_rows = load_training_rows(cfg.run, cfg.model)
+    if backend == "unsloth":
+        model, tokenizer = build_unsloth(spec, cfg)
+    else:
+        model, tokenizer = build_hf(spec, cfg, device)
+    where = paths.rel(paths.formatted_dir(cfg.run, cfg.model))
+    train_tok = tokenize_rows(tokenizer, spec, train_rows, cfg.max_length, f"{where}/train.jsonl")
+    val_tok = tokenize_rows(tokenizer, spec, val_rows, cfg.max_length, f"{where}/val.jsonl")
+    resume_from = _checkpoint_to_resume(cfg, files["checkpoints"])
+    trainer = _make_trainer(cfg, model, tokenizer, (train_tok, val_tok), backend, device, resume_from,
+                            callbacks, progress)
+    supervision = check_labels(trainer, train_tok)
+    runtime, mem = _fit(trainer, cfg, backend, device, resume_from, bool(val_tok))
+    rows = loss_rows(trainer.state.log_history)
+    session = _session_figures(cfg, trainer.state, len(train_tok), resume_from, runtime)
+    stats = _stats(cfg, (backend, reason), spec, device, trainer, train_tok, len(val_tok), session, mem,
+                   supervision, rows)
     if trainer.is_world_process_zero():
-        publish_adapter(trainer.model, out_dir, spec)
+        publish_adapter(trainer.model, paths.model_dir(cfg.run, cfg.model), spec)
         write_json(files["trainer_stats"], stats)
         write_loss_csv(rows, files["loss_csv"])
         plot_loss(rows, files["loss_png"], title=f"{cfg.model} · {backend} · run {cfg.run}")
@@ -753,36 +573,15 @@ def write_step_manifest(result: TrainResult, params: dict[str, Any] | None = Non
     target = paths.step_manifest(STEP, cfg.run, cfg.model)
     keep = ("backend", "device", "steps", "examples_per_s", "tokens_per_s", "final_train_loss",
             "final_val_loss", "base_val_loss", "train_runtime_s")
-    return write_manifest(target.parent, STEP, params if params is not None else cfg.to_params(),
+    return write_manifest(target, STEP, params if params is not None else cfg.to_params(),
                           inputs=result.inputs, outputs=result.outputs, started=result.started,
-                          name=target.name, extra={k: result.stats.get(k) for k in keep})
-
-
-def stats_table(stats: dict[str, Any]) -> "Any":
-    """A two-column pandas table of the headline figures of trainer_stats.json."""
-    import pandas as pd
-
-    mem = stats.get("memory", {})
-    rows = [("backend", stats["backend"]), ("device", stats["device"]),
-            ("train / val rows", f"{stats['n_train']} / {stats['n_val']}"),
-            ("steps (epochs)", f"{stats['steps']} ({stats['epochs']})"),
-            ("runtime s", stats["train_runtime_s"]), ("examples/s", stats["examples_per_s"]),
-            ("tokens/s", stats["tokens_per_s"]), ("s/step", stats["s_per_step"]),
-            ("base val loss", stats["base_val_loss"]), ("final val loss", stats["final_val_loss"]),
-            ("final train loss", stats["final_train_loss"]),
-            ("trainable params", stats["trainable_params"])]
-    if mem.get("device") == "cuda":
-        rows += [("peak GPU allocated GB", mem["peak_allocated_gb"]),
-                 ("peak GPU reserved GB", mem["peak_reserved_gb"])]
-    else:
-        rows += [("peak RSS (training) GB", mem.get("peak_rss_train_gb"))]
-    return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
+                          extra={k: result.stats.get(k) for k in keep})
 
 
 # ---- command line (and `accelerate launch -m helpers.finetune`) -------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Train one model of a profile from the command line; `--set key=value` overrides the profile."""
-    from .config import load_profile, step_params
+    from .config import step_settings
 
     ap = argparse.ArgumentParser(prog="python -m helpers.finetune", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="smoke")
@@ -793,17 +592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    params = step_params(load_profile(args.profile), STEP, args.model)
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        params[key.strip()] = value
+    overrides = parse_set(args.set)
     if args.backend:
-        params["backend"] = args.backend
+        overrides["backend"] = args.backend
     if args.resume:
-        params["resume"] = True
-    cfg = FinetuneConfig.from_params(params)
+        overrides["resume"] = True
+    cfg = FinetuneConfig.from_settings(step_settings(args.profile, STEP, args.model, overrides))
     result = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         write_step_manifest(result, cfg.to_params())

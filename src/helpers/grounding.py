@@ -21,7 +21,7 @@ from .schemas import FIELDS, dedupe
 
 DEFAULT_FUZZY_THRESHOLD = 85.0
 LONG_TEXT_CHARS = 8_000     # above this, the fuzzy search looks only near the best alignment
-STATUSES = ("exact", "case", "fuzzy", "not_found")
+GROUNDING_STATUSES = ("exact", "case", "fuzzy", "not_found")
 _WORD = re.compile(r"\w+(?:['’-]\w+)*")
 
 

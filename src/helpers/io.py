@@ -237,26 +237,21 @@ def read_text_file(path: Path | str) -> str:
     return decode_text(data, str(path))
 
 
-def loads_at(text: str, where: str) -> Any:
-    """json.loads whose errors (syntax, nesting too deep) raise DataError naming `where`."""
+def loads_at(text: str, where: str, with_line: bool = False) -> Any:
+    """json.loads whose errors (syntax, nesting too deep) raise DataError naming `where` (and the
+    line, for a whole file)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        at = f"at line {e.lineno} column {e.colno}: {e.msg}" if with_line else f"({e.msg} at column {e.colno})"
+        raise DataError(f"{where}: invalid JSON {at}") from None
     except RecursionError:
         raise DataError(f"{where}: JSON nested too deeply") from None
 
 
 def read_json(path: Path | str) -> Any:
     """Read a JSON file; a syntax error names the file and position."""
-    path = Path(path)
-    text = read_text_file(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    except RecursionError:
-        raise DataError(f"{path}: JSON nested too deeply") from None
+    return loads_at(read_text_file(Path(path)), str(path), with_line=True)
 
 
 def read_jsonl_numbered(path: Path | str) -> list[tuple[int, dict]]:

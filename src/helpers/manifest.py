@@ -15,7 +15,6 @@ from typing import Any, Iterable
 from . import paths
 from .io import DataError, hash_when_read, read_json, sha256_file, write_json, written_here
 
-MANIFEST = "manifest.json"
 _PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "unsloth",
              "bitsandbytes", "papermill", "pandas")
 
@@ -180,11 +179,11 @@ def _normalize(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, sort_keys=True, default=str))
 
 
-def write_manifest(out_dir: Path | str, step: str, params: dict[str, Any],
+def write_manifest(path: Path | str, step: str, params: dict[str, Any],
                    inputs: Iterable[Path | str], outputs: Iterable[Path | str],
-                   started: float | None = None, name: str = MANIFEST,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """Record step, parameters, seed, input and output hashes, versions and time beside the outputs."""
+                   started: float | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Record step, parameters, seed, input and output hashes, versions and time at `path` (the
+    step's manifest, paths.step_manifest), beside the outputs."""
     now = time.time()
     inputs, outputs = [Path(f) for f in inputs], [Path(f) for f in outputs]
     manifest = {
@@ -202,11 +201,12 @@ def write_manifest(out_dir: Path | str, step: str, params: dict[str, Any],
     }
     if extra:
         manifest["extra"] = extra
-    return write_json(Path(out_dir) / name, manifest)
+    return write_json(Path(path), manifest)
 
 
-def read_manifest(out_dir: Path | str, name: str = MANIFEST) -> dict[str, Any] | None:
-    path = Path(out_dir) / name
+def read_manifest(path: Path | str) -> dict[str, Any] | None:
+    """The manifest at `path`, or None when there is none."""
+    path = Path(path)
     return read_json(path) if path.exists() else None
 
 
@@ -229,13 +229,12 @@ def _damage(manifest: Any) -> str | None:
     return None
 
 
-def stale_reason(out_dir: Path | str, params: dict[str, Any] | None = None,
-                 name: str = MANIFEST) -> str | None:
+def stale_reason(path: Path | str, params: dict[str, Any] | None = None) -> str | None:
     """Why the step's outputs are not up to date (None when they are): a missing or damaged
     manifest, changed parameters or parameter files, missing or changed inputs/outputs, a file
     added to or removed from a folder the step read whole, changed code or package versions."""
     try:
-        manifest = read_manifest(out_dir, name)
+        manifest = read_manifest(path)
     except (DataError, OSError) as e:
         return f"manifest unreadable, rerun ({' '.join(str(e).split())[:200]})"
     if manifest is None:

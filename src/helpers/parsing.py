@@ -18,14 +18,14 @@ import ast
 import json
 import re
 import warnings
-from typing import Any
+from typing import Any, Iterable
 
 from .io import scrub_surrogates
 from .schemas import FIELDS, dedupe
 
 PARSED_STATUSES = ("ok", "study2023", "repaired", "truncated")
 FAILED_STATUSES = ("no_json", "invalid_json", "bad_schema")
-STATUSES = PARSED_STATUSES + FAILED_STATUSES
+PARSE_STATUSES = PARSED_STATUSES + FAILED_STATUSES
 
 # accepted key spellings per canonical field (the first is canonical; drug_name is seed 01's)
 KEY_ALIASES = {
@@ -114,9 +114,13 @@ def _loads_lenient(chunk: str) -> Any:
     return obj
 
 
-def _balanced_object(text: str, start: int) -> tuple[str, bool]:
-    """The `{...}` chunk starting at `start`, matched by brace depth outside strings; (chunk, closed)."""
-    depth, quote, escaped = 0, "", False
+STRING_END = '"'   # what _brackets yields where a quoted string closes
+
+
+def _brackets(text: str, start: int = 0) -> Iterable[tuple[int, str]]:
+    """(index, bracket) of every bracket outside quoted strings from `start`, and (index, STRING_END)
+    where a string closes: the one string-aware scan both brace matchers below walk."""
+    quote, escaped = "", False
     for i in range(start, len(text)):
         ch = text[i]
         if quote:
@@ -126,10 +130,19 @@ def _balanced_object(text: str, start: int) -> tuple[str, bool]:
                 escaped = True
             elif ch == quote:
                 quote = ""
+                yield i, STRING_END
             continue
         if ch in "\"'":
             quote = ch
-        elif ch in "{[":
+        elif ch in "{[]}":
+            yield i, ch
+
+
+def _balanced_object(text: str, start: int) -> tuple[str, bool]:
+    """The `{...}` chunk starting at `start`, matched by brace depth outside strings; (chunk, closed)."""
+    depth = 0
+    for i, ch in _brackets(text, start):
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
@@ -140,25 +153,17 @@ def _balanced_object(text: str, start: int) -> tuple[str, bool]:
 
 def _close_truncated(chunk: str) -> str | None:
     """Close a JSON object cut off mid-way: drop an unfinished string item or key, close the brackets."""
-    stack, quote, escaped, last_safe = [], "", False, None
-    for i, ch in enumerate(chunk):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-                if stack and stack[-1] == "[":
-                    last_safe = (i + 1, list(stack))
-            continue
-        if ch in "\"'":
-            quote = ch
+    stack: list[str] = []
+    last_safe = None
+    for i, ch in _brackets(chunk):
+        if ch == STRING_END:
+            if stack and stack[-1] == "[":
+                last_safe = (i + 1, list(stack))
         elif ch in "{[":
             stack.append(ch)
             if ch == "[":
                 last_safe = (i + 1, list(stack))
-        elif ch in "}]":
+        else:
             if stack:
                 stack.pop()
             last_safe = (i + 1, list(stack))

@@ -103,20 +103,7 @@ def rel(path: Path) -> str:
 
 
 def step_manifest(step: str, run: str, model: str | None = None, tag: str | None = None) -> Path:
-    """Where each step's manifest sits (beside its outputs); run_all.sh reads it to skip finished
-    work. `tag` (a user test file's stem) keeps inference on an extra test set apart."""
-    if step == "01_scrape":
-        return drugs_dir() / "manifest.json"
-    if step == "02_synthesize":
-        return synthetic_dir(run) / "manifest.json"
-    if step == "03_format":
-        return formatted_dir(run, model) / "manifest.json"
-    if step == "04_finetune":
-        return model_dir(run, model) / "manifest.json"
-    if step == "05_infer":
-        return predictions_dir(run) / f"manifest-{model}{'-' + tag if tag else ''}.json"
-    if step == "04b_baselines":
-        return predictions_dir(run) / f"manifest-baselines{'-' + tag if tag else ''}.json"
-    if step == "06_evaluate":
-        return metrics_dir(run) / f"manifest{'-' + tag if tag else ''}.json"
-    raise ValueError(f"unknown step {step!r}")
+    """Where each step's manifest sits (helpers.steps.STEPS); run_all.sh reads it to skip finished
+    work. `tag` (a user test file's split name) keeps inference on an extra test set apart."""
+    from .steps import get
+    return get(step).manifest(run, model, tag)

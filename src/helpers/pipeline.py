@@ -11,28 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config, paths
+from . import config, paths, steps
+from .eval_sets import test_file_split
 from .io import sweep_stale_tmp
 from .manifest import stale_reason
-
-NOTEBOOKS = {
-    "01_scrape": "01_scrape.ipynb",
-    "02_synthesize": "02_synthesize.ipynb",
-    "03_format": "03_format.ipynb",
-    "04_finetune": "04_finetune.ipynb",
-    "04b_baselines": "04b_baselines.ipynb",
-    "05_infer": "05_infer.ipynb",
-    "06_evaluate": "06_evaluate.ipynb",
-}
-ORDER = list(NOTEBOOKS)
 
 
 @dataclass
 class Task:
-    """One notebook execution: a step, for one model or for the whole run."""
+    """One notebook execution: a step, for one model or for the whole run. `parameters` is what
+    papermill injects (profile, model, overrides); `settings` what they resolve to (the manifest's)."""
     step: str
     model: str | None
-    params: dict[str, Any]
+    parameters: dict[str, Any]
+    settings: dict[str, Any]
     manifest: Path
 
     @property
@@ -41,53 +33,49 @@ class Task:
 
     @property
     def executed_name(self) -> str:
-        tag = "-".join(x for x in (self.model, _split_tag(self.params)) if x)
+        tag = "-".join(x for x in (self.model, test_file_split(self.settings.get("test_file"))) if x)
         return f"{self.step}{'-' + tag if tag else ''}.ipynb"
-
-
-def _split_tag(params: dict[str, Any]) -> str | None:
-    tf = params.get("test_file")
-    return Path(tf).stem if tf else None
 
 
 def resolve_step(name: str) -> str:
     """Accept '4', '04', '04_finetune' or 'finetune' for a step name."""
-    for step in ORDER:
+    for step in steps.ORDER:
         if name in (step, step.split("_", 1)[0], step.split("_", 1)[1]) or \
                 (name.isdigit() and step.startswith(f"{int(name):02d}_")):
             return step
-    raise SystemExit(f"unknown step {name!r}; steps: {', '.join(ORDER)}")
+    raise SystemExit(f"unknown step {name!r}; steps: {', '.join(steps.ORDER)}")
+
+
+def profile_reference(profile: dict[str, Any]) -> str:
+    """How a notebook names the profile: `smoke` for configs/smoke.yaml, else the file's path."""
+    path = Path(profile["_path"])
+    return path.stem if path.resolve() == config.profile_path(path.stem).resolve() else str(path.resolve())
+
+
+def _overrides(step: steps.Step, profile: dict[str, Any], models: list[str],
+               test_file: str | None) -> dict[str, Any]:
+    """What the command line changes for one step: the test file, the chosen models."""
+    out: dict[str, Any] = {}
+    if test_file and step.takes_test_file:
+        out["test_file"] = test_file
+    if step.section == "evaluate" and models != list(profile["models"]):
+        out["models"] = list(models)
+    return out
 
 
 def plan(profile: dict[str, Any], models: list[str], test_file: str | None) -> list[Task]:
-    """The ordered notebook executions of a run."""
-    run = profile["run"]
-    if test_file:
-        profile = {**profile, "test_file": test_file}
-    tag = _split_tag({"test_file": test_file})
+    """The ordered notebook executions of a run: every step of helpers.steps in its order, a
+    per-model step once per model."""
+    run, ref = profile["run"], profile_reference(profile)
+    tag = test_file_split(test_file)
     tasks: list[Task] = []
-
-    def add(step: str, model: str | None = None) -> None:
-        if step == "04b_baselines":
-            params = {"run": run, "seed": profile["seed"], **profile.get("baselines", {})}
-            if test_file:
-                params["test_file"] = test_file
-        else:
-            params = config.step_params(profile, step, model)
-        if step == "06_evaluate":
-            params["models"] = models
-        tasks.append(Task(step, model, params, paths.step_manifest(step, run, model, tag)))
-
-    add("01_scrape")
-    add("02_synthesize")
-    for m in models:
-        add("03_format", m)
-        add("04_finetune", m)
-    if "baselines" in profile:
-        add("04b_baselines")
-    for m in models:
-        add("05_infer", m)
-    add("06_evaluate")
+    for name in steps.ORDER:
+        step = steps.get(name)
+        for model in (models if step.per_model else [None]):
+            overrides = _overrides(step, profile, models, test_file)
+            parameters = {"profile": ref, **({"model": model} if model else {}), "overrides": overrides}
+            settings = config.step_settings(profile, name, model, overrides)
+            tasks.append(Task(name, model, parameters, settings, step.manifest(run, model, tag)))
     return tasks
 
 
@@ -96,12 +84,12 @@ def _execute(task: Task, run: str) -> float:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    src = paths.root() / "notebooks" / NOTEBOOKS[task.step]
+    src = paths.root() / "notebooks" / steps.get(task.step).notebook
     out = paths.runs_dir(run) / task.executed_name
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
-        pm.execute_notebook(str(src), str(out), parameters=task.params, cwd=str(src.parent),
+        pm.execute_notebook(str(src), str(out), parameters=task.parameters, cwd=str(src.parent),
                             kernel_name="python3", progress_bar=False, log_output=True)
     except PapermillExecutionError as e:
         first_line = (e.source or "").strip().splitlines()[:1]
@@ -123,21 +111,21 @@ def run(profile_name: str, models: list[str] | None = None, start: str | None = 
         for p in sweep_stale_tmp([paths.data_dir(), paths.artifacts_dir()]):
             print(f"removed a temp file an interrupted write left: {paths.rel(p)}", flush=True)
     tasks = plan(profile, models, test_file)
-    first = ORDER.index(resolve_step(start)) if start else 0
+    first = steps.ORDER.index(resolve_step(start)) if start else 0
     runname = profile["run"]
     print(f"run {runname!r} (profile {paths.rel(Path(profile['_path']))}), models: "
           f"{', '.join(models)}{', test file: ' + test_file if test_file else ''}", flush=True)
     t_all = time.time()
     for i, task in enumerate(tasks, 1):
         head = f"[{i}/{len(tasks)}] {task.label:<34}"
-        if ORDER.index(task.step) < first:
+        if steps.ORDER.index(task.step) < first:
             if not task.manifest.exists():
                 raise SystemExit(f"{head} has never finished, so --from {start} cannot skip it "
                                  f"(no {paths.rel(task.manifest)})")
             print(f"{head} skipped (before --from)", flush=True)
             continue
-        reason = "forced" if (force or (start and ORDER.index(task.step) >= first)) else \
-            stale_reason(task.manifest.parent, task.params, name=task.manifest.name)
+        reason = "forced" if (force or (start and steps.ORDER.index(task.step) >= first)) else \
+            stale_reason(task.manifest, task.settings)
         if reason is None:
             print(f"{head} up to date, skipped", flush=True)
             continue

@@ -180,10 +180,10 @@ def split_terms(text: str) -> list[str]:
             out.append(lead)
             piece = detail
         out.extend(_split_commas(piece))
-    return clean_terms(out)
+    return tidy_term_list(out)
 
 
-def clean_terms(items: Iterable[str], max_words: int = _MAX_TERM_WORDS) -> list[str]:
+def tidy_term_list(items: Iterable[str], max_words: int = _MAX_TERM_WORDS) -> list[str]:
     """Strip lead-ins and trailing conjunctions, drop empties and sentences, merge duplicates."""
     terms = []
     for item in items:
@@ -388,7 +388,7 @@ def _uses_from_blocks(blocks: list[_Block]) -> list[str]:
     """List items of the uses section, or else the 'is used to treat ...' phrases of its prose."""
     items = [b.text for b in blocks if b.kind in ("item", "push")]
     if items:
-        return clean_terms((t for item in items for t in _split_top(item, ";")), _MAX_USE_WORDS)
+        return tidy_term_list((t for item in items for t in _split_top(item, ";")), _MAX_USE_WORDS)
     uses = []
     for block in blocks:
         for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", block.text):
@@ -398,7 +398,7 @@ def _uses_from_blocks(blocks: list[_Block]) -> list[str]:
             if m:
                 what = m.group("what") or re.sub(r"^to\s+", "", m.group("verb"), flags=re.I)
                 uses.append(what.rstrip(" ."))
-    return clean_terms(uses, _MAX_USE_WORDS)
+    return tidy_term_list(uses, _MAX_USE_WORDS)
 
 
 def _inline_terms(text: str, group: str | None) -> list[tuple[str, str]]:
@@ -420,9 +420,29 @@ def _inline_terms(text: str, group: str | None) -> list[tuple[str, str]]:
         lead = re.sub(r"^(?:an?|the)\s+", "", lead, flags=re.I)
         lead_group = classify_intro(lead) or group
         if lead and lead_group != "allergic" and not re.search(r"allerg", lead, re.I):
-            out.extend((lead_group, t) for t in clean_terms([lead]))
+            out.extend((lead_group, t) for t in tidy_term_list([lead]))
         out.extend((lead_group, t) for t in split_terms(inner))
     return out
+
+
+def missing_sections(uses: list[str], side_effects: dict[str, list[str]]) -> list[str]:
+    """Which of a drug record's two sections came back empty (both empty: not a drug page)."""
+    return [name for name, got in (("uses", uses), ("side_effects", any(side_effects.values()))) if not got]
+
+
+def first_group_wins(grouped: dict[str, list[str]], order: Sequence[str]) -> dict[str, list[str]]:
+    """Deduplicate the groups' terms in place, a term kept only in the first group of `order` that
+    lists it (case and spacing ignored); returns `grouped`."""
+    seen: set[str] = set()
+    for g in order:
+        kept = []
+        for term in dedupe(grouped[g]):
+            key = " ".join(term.lower().split())
+            if key not in seen:
+                seen.add(key)
+                kept.append(term)
+        grouped[g] = kept
+    return grouped
 
 
 def _side_effects_from_blocks(blocks: list[_Block]) -> dict[str, list[str]]:
@@ -446,16 +466,7 @@ def _side_effects_from_blocks(blocks: list[_Block]) -> dict[str, list[str]]:
                     grouped[current].extend(split_terms(line))
         else:
             grouped[current].extend(split_terms(block.text))
-    seen: set[str] = set()
-    for g in SIDE_EFFECT_GROUPS:
-        kept = []
-        for term in dedupe(grouped[g]):
-            key = " ".join(term.lower().split())
-            if key not in seen:
-                seen.add(key)
-                kept.append(term)
-        grouped[g] = kept
-    return grouped
+    return first_group_wins(grouped, SIDE_EFFECT_GROUPS)
 
 
 def _header_fields(soup: BeautifulSoup) -> dict[str, str]:
@@ -502,21 +513,18 @@ def parse_drugs_com(html: str, name: str, source_url: str, fetched_at: str,
     fields = _header_fields(soup)
     generic = re.sub(r"\s*\[[^\]]*\]", "", fields.get("generic", "")).strip(" .")
     brands_text = re.sub(r"\s*(?:\u2026|\.\.\.)?\s*show all.*$", "", fields.get("brand", ""), flags=re.I)
-    brands = clean_terms(_split_top(brands_text, ","))
+    brands = tidy_term_list(_split_top(brands_text, ","))
     generic_names = [generic] if generic else []
     if generic_names and slugify(display) != slugify(generic) and display not in brands:
         brands = [display, *brands]
-    missing, uses, side_effects = [], [], {g: [] for g in SIDE_EFFECT_GROUPS}
+    uses, side_effects = [], {g: [] for g in SIDE_EFFECT_GROUPS}
     uses_h2 = _find_section(soup, "uses")
     if uses_h2 is not None:
         uses = _uses_from_blocks(_Section(uses_h2).blocks)
-    if not uses:
-        missing.append("uses")
     se_h2 = _find_section(soup, "side-effects")
     if se_h2 is not None:
         side_effects = _side_effects_from_blocks(_Section(se_h2).blocks)
-    if not any(side_effects.values()):
-        missing.append("side_effects")
+    missing = missing_sections(uses, side_effects)
     if len(missing) == 2:
         raise DataError(f"{source_url}: no 'uses' and no 'side-effects' section could be read "
                         f"(not a drug page, or garbled)")
@@ -583,7 +591,7 @@ def _uses_from_indications(text: str) -> list[str]:
         what = re.sub(r"^(?:use\s+)?(?:in|for)\s+", "", what.strip().rstrip(".:"), flags=re.I)
         if 3 <= len(what) <= 200 and not what.isupper():
             uses.append(what)
-    return clean_terms(uses, _MAX_USE_WORDS)
+    return tidy_term_list(uses, _MAX_USE_WORDS)
 
 
 _BODY_SYSTEMS = (r"Body as a Whole|General(?: Disorders)?|Gastrointestinal|Digestive|Nervous|"
@@ -609,29 +617,21 @@ def _side_effects_from_label(text: str) -> dict[str, list[str]]:
                          r"(.+?)(?:\.(?:\s|$)|\[|\((?=[^)]*\d+\.\d))", body, re.I):
         terms = [re.sub(r"\s*\([^)]*%[^)]*\)", "", t) for t in _split_top(m.group(1), ",;")]
         for t in terms:
-            grouped["common"].extend(clean_terms(re.split(r"\s+(?:and|or)\s+(?=\S+$)", t)
+            grouped["common"].extend(tidy_term_list(re.split(r"\s+(?:and|or)\s+(?=\S+$)", t)
                                                  if len(t.split()) <= 3 else [t]))
     for m in re.finditer(r"([A-Z][^\[\]\u2022:;.]{2,80}?)\s*\[\s*see\s+(?:Warnings|Boxed)", body):
-        grouped["serious"].extend(clean_terms([m.group(1)]))
+        grouped["serious"].extend(tidy_term_list([m.group(1)]))
     for m in _SYSTEM_LIST.finditer(body):
         if re.search(r"\d", m.group(1)):
             continue
-        grouped["other"].extend(t for t in clean_terms(_split_top(m.group(1), ",;"))
+        grouped["other"].extend(t for t in tidy_term_list(_split_top(m.group(1), ",;"))
                                 if len(t.split()) <= 6)
     low = body.lower()
     for word in _ALLERGIC_WORDS:
         at = low.find(word.lower())
         if at >= 0:
             grouped["allergic"].append(body[at:at + len(word)])
-    seen: set[str] = set()
-    for g in ("allergic", "serious", "common", "other"):
-        kept = []
-        for term in dedupe(grouped[g]):
-            key = " ".join(term.lower().split())
-            if key not in seen:
-                seen.add(key)
-                kept.append(term)
-        grouped[g] = kept
+    first_group_wins(grouped, ("allergic", "serious", "common", "other"))
     return {g: grouped[g] for g in SIDE_EFFECT_GROUPS}
 
 
@@ -665,11 +665,7 @@ def parse_openfda(payload: dict[str, Any] | str, name: str, source_url: str,
     classes = [re.sub(r"\s*\[EPC\]$", "", c) for c in _openfda(label, "pharm_class_epc")]
     uses = _uses_from_indications(_joined(label, "indications_and_usage"))
     side_effects = _side_effects_from_label(_joined(label, "adverse_reactions"))
-    missing = []
-    if not uses:
-        missing.append("uses")
-    if not any(side_effects.values()):
-        missing.append("side_effects")
+    missing = missing_sections(uses, side_effects)
     if len(missing) == 2:
         raise DataError(f"{source_url}: label {label.get('id', '?')} has neither indications "
                         f"nor adverse reactions")

@@ -206,7 +206,7 @@ _NOT_TERMS = {"lips", "throat", "tongue", "face", "eyes", "jaw", "hands", "feet"
               "driving", "warmth", "pain", "making phone calls", "eating while not fully awake"}
 
 
-def clean_term(term: str) -> str | None:
+def short_event_label(term: str) -> str | None:
     """A side-effect entry as a short symptom phrase, or None when it is not usable as one."""
     t = re.split(r"--|;|,|\(|:| - |\u2014|\u2013", term, maxsplit=1)[0].strip().rstrip(".")
     t = re.sub(r"^(a|an|the|or|and|severe|mild)\s+", "", t, flags=re.I).strip()
@@ -281,7 +281,7 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
 def _events_for(rec: dict[str, Any]) -> list[str]:
     """Side-effect terms of a record: scraped ones cleaned, vocabulary ones (already clean) as they are."""
     raw = schemas.all_side_effects(rec)
-    terms = raw if rec.get("source") == vocabulary.SOURCE else [clean_term(t) for t in raw]
+    terms = raw if rec.get("source") == vocabulary.SOURCE else [short_event_label(t) for t in raw]
     events: list[str] = []
     for t in [*terms, *rec.get("class_side_effects", [])]:
         if t and t.lower() not in {e.lower() for e in events}:
@@ -567,6 +567,20 @@ class Plan:
     named: bool
 
 
+@dataclass
+class _Draft:
+    """A report being written: its sentences so far and what they label, negate and name."""
+    style: str
+    meta: dict[str, Any]
+    base: dict[str, Any]
+    disease: str | None
+    used: list[str]
+    body: list[list[Segment]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    negated: list[str] = field(default_factory=list)
+    lay_terms: list[str] = field(default_factory=list)
+
+
 class TemplateGenerator:
     """Seeded template generator over a fixed set of drugs (one instance per split)."""
 
@@ -643,12 +657,25 @@ class TemplateGenerator:
         fk = _faker(locale)
         fk.seed_instance(rec_seed)
         per = _person(plan.perspective, rng)
+        d = self._draft(rng, plan, fk, per, locale)
+        if plan.has_ae:
+            self._event_body(rng, plan, d)
+        else:
+            self._no_event_body(rng, plan, d)
+        if rng.random() < P_NEGATION:
+            self._negation(rng, d)
+        if plan.comeds:
+            self._comedications(rng, plan, d)
+        message = self._styled(rng, plan, d.base, d.body)
+        segments = self._shape(rng, plan, fk, locale, per, message)
+        return self._record(index, plan, segments, d)
+
+    def _draft(self, rng: random.Random, plan: Plan, fk: Any, per: dict[str, str], locale: str) -> "_Draft":
+        """The report's first suspect mention, disease and the values its sentence frames fill in."""
         style = plan.style
-        used: list[str] = []
         meta: dict[str, Any] = {"generator": "template", "shape": plan.shape, "style": style,
                                 "perspective": plan.perspective, "locale": locale}
-
-        main = plan.suspects[0]
+        main, used = plan.suspects[0], []
         if plan.named:
             drug_seg, drug_txt = self._mention(main, rng, style)
             used.append(drug_txt)
@@ -660,86 +687,86 @@ class TemplateGenerator:
                 "month": rng.choice(MONTHS), "day": str(rng.randint(2, 14)), "drug": drug_seg,
                 "disease": disease or "", "job": _with_article(fk.job().lower()) if style == "rambling" else "",
                 "city": fk.city() if style == "rambling" else ""}
-        body: list[list[Segment]] = []
-        events: list[str] = []
-        negated: list[str] = []
-        lay_terms: list[str] = []
+        return _Draft(style=style, meta=meta, base=base, disease=disease, used=used)
 
-        if plan.has_ae:
-            n_ae = _weighted(rng, N_AE_WEIGHTS)
-            avoid = [disease] if disease else []
-            segs, labels, terms = self._events(main, n_ae, rng, avoid)
-            events += labels
-            lay_terms += [lab for lab, t in zip(labels, terms) if lab != t]
-            body += self._intake_and_events(rng, plan, base, disease, segs)
-            if len(plan.suspects) > 1:
-                d2 = plan.suspects[1]
-                seg2, txt2 = self._mention(d2, rng, style)
-                used.append(txt2)
-                segs2, labels2, terms2 = self._events(d2, rng.choice((1, 1, 2)), rng,
-                                                      avoid + events)
-                if segs2:
-                    events += labels2
-                    lay_terms += [lab for lab, t in zip(labels2, terms2) if lab != t]
-                    tmpl = rng.choice(CLIN_AE if style == "clinical" else SECOND_FRAMES)
-                    if style == "clinical":
-                        tmpl = "Also started {drug}. " + tmpl
-                    body.append(fill(tmpl, {**base, "drug": seg2, "aes": join_list(segs2, rng)}))
-                else:
-                    used.pop()
+    def _event_body(self, rng: random.Random, plan: Plan, d: "_Draft") -> None:
+        """Intake and adverse events of the first suspect, then maybe events of a second suspect."""
+        main = plan.suspects[0]
+        avoid = [d.disease] if d.disease else []
+        segs, labels, terms = self._events(main, _weighted(rng, N_AE_WEIGHTS), rng, avoid)
+        d.events += labels
+        d.lay_terms += [lab for lab, t in zip(labels, terms) if lab != t]
+        d.body += self._intake_and_events(rng, plan, d.base, d.disease, segs)
+        if len(plan.suspects) < 2:
+            return
+        seg2, txt2 = self._mention(plan.suspects[1], rng, d.style)
+        d.used.append(txt2)
+        segs2, labels2, terms2 = self._events(plan.suspects[1], rng.choice((1, 1, 2)), rng, avoid + d.events)
+        if not segs2:
+            d.used.pop()
+            return
+        d.events += labels2
+        d.lay_terms += [lab for lab, t in zip(labels2, terms2) if lab != t]
+        tmpl = rng.choice(CLIN_AE if d.style == "clinical" else SECOND_FRAMES)
+        if d.style == "clinical":
+            tmpl = "Also started {drug}. " + tmpl
+        d.body.append(fill(tmpl, {**d.base, "drug": seg2, "aes": join_list(segs2, rng)}))
+
+    def _no_event_body(self, rng: random.Random, plan: Plan, d: "_Draft") -> None:
+        """A question or complaint about the drug that reports no adverse event."""
+        kind = rng.choice(("question", "question", "complaint"))
+        d.meta["no_ae_kind"] = kind
+        if d.disease and rng.random() < 0.5:
+            intake = INTAKE_DISEASE if plan.perspective != "clinician" else CLIN_INTAKE
+            d.body.append(fill(rng.choice(intake), d.base))
+        ask = fill(rng.choice(QUESTIONS if kind == "question" else COMPLAINTS), d.base)
+        if plan.perspective == "clinician":
+            ask = fill("Pt on {drug} {dose}, tolerating well. Query from patient: ", d.base) + ask
+        d.body.append(ask)
+        note = rng.choice(NO_AE_NOTES)
+        if note and plan.perspective == "self":
+            d.body.append([(note, None)])
+
+    def _negation(self, rng: random.Random, d: "_Draft") -> None:
+        """A negated symptom sentence (never a label), placed among the first sentences."""
+        pool = [s for s in COMMON_SYMPTOMS
+                if not any(_overlaps(s, x) for x in d.events + ([d.disease] if d.disease else []))]
+        d.negated = rng.sample(pool, rng.choice((1, 1, 2)))
+        frames = CLIN_NEG if d.style == "clinical" else NEG_FRAMES
+        d.body.insert(min(len(d.body), rng.randint(1, 3)),
+                      fill(rng.choice(frames), {**d.base, "neg": " or ".join(d.negated)}))
+
+    def _comedications(self, rng: random.Random, plan: Plan, d: "_Draft") -> None:
+        """A sentence naming the co-medications, sometimes with the disease they treat."""
+        segs_c = []
+        for c in plan.comeds:
+            seg, txt = self._mention(c, rng, d.style)
+            segs_c.append(seg)
+            d.used.append(txt)
+        cvals = {**d.base, "comeds": join_list(segs_c, rng)}
+        c_dis = [x for x in plan.comeds[0].diseases if not any(_overlaps(x, e) for e in d.events)]
+        c_disease = rng.choice(c_dis) if c_dis and len(plan.comeds) == 1 and rng.random() < 0.5 else None
+        if d.style == "clinical":
+            d.body.append(fill(rng.choice(CLIN_COMED), cvals))
+        elif c_disease and c_disease != d.disease:
+            d.body.append(fill(rng.choice(COMED_DISEASE_FRAMES), {**cvals, "disease": c_disease}))
+            d.meta["comed_disease"] = c_disease
         else:
-            kind = rng.choice(("question", "question", "complaint"))
-            meta["no_ae_kind"] = kind
-            if disease and rng.random() < 0.5:
-                intake = INTAKE_DISEASE if plan.perspective != "clinician" else CLIN_INTAKE
-                body.append(fill(rng.choice(intake), base))
-            ask = fill(rng.choice(QUESTIONS if kind == "question" else COMPLAINTS), base)
-            if plan.perspective == "clinician":
-                ask = fill("Pt on {drug} {dose}, tolerating well. Query from patient: ", base) + ask
-            body.append(ask)
-            note = rng.choice(NO_AE_NOTES)
-            if note and plan.perspective == "self":
-                body.append([(note, None)])
+            d.body.append(fill(rng.choice(COMED_FRAMES), cvals))
 
-        if rng.random() < P_NEGATION:
-            pool = [s for s in COMMON_SYMPTOMS
-                    if not any(_overlaps(s, x) for x in events + ([disease] if disease else []))]
-            negated = rng.sample(pool, rng.choice((1, 1, 2)))
-            neg = " or ".join(negated)
-            frames = CLIN_NEG if style == "clinical" else NEG_FRAMES
-            body.insert(min(len(body), rng.randint(1, 3)), fill(rng.choice(frames), {**base, "neg": neg}))
-
-        if plan.comeds:
-            segs_c = []
-            for c in plan.comeds:
-                s, t = self._mention(c, rng, style)
-                segs_c.append(s)
-                used.append(t)
-            cvals = {**base, "comeds": join_list(segs_c, rng)}
-            c_dis = [d for d in plan.comeds[0].diseases if not any(_overlaps(d, x) for x in events)]
-            c_disease = rng.choice(c_dis) if c_dis and len(plan.comeds) == 1 and rng.random() < 0.5 \
-                else None
-            if style == "clinical":
-                body.append(fill(rng.choice(CLIN_COMED), cvals))
-            elif c_disease and c_disease != disease:
-                body.append(fill(rng.choice(COMED_DISEASE_FRAMES), {**cvals, "disease": c_disease}))
-                meta["comed_disease"] = c_disease
-            else:
-                body.append(fill(rng.choice(COMED_FRAMES), cvals))
-
-        message = self._styled(rng, plan, base, body)
-        segments = self._shape(rng, plan, fk, locale, per, message)
+    def _record(self, index: int, plan: Plan, segments: list[Segment], d: "_Draft") -> dict[str, Any]:
+        """The report record: text, labels read off the rendered spans, and what made it."""
         text, spans = render(segments)
         drugs = schemas.dedupe(s["text"] for s in spans if s["label"] == "drug")
         aes = schemas.dedupe(s["text"] for s in spans if s["label"] == "adverse_event")
-        meta.update({"drug_names": [d.name for d in plan.suspects + plan.comeds],
-                     "suspect": [d.name for d in plan.suspects], "named": plan.named,
-                     "negated": negated, "lay_terms": lay_terms,
-                     "disease": disease if disease and disease in text else None,
-                     "misspelled": [u for u in used if u.lower() not in
-                                    {m.lower() for d in plan.suspects + plan.comeds for m in d.mentions}]})
+        mentions = {m.lower() for x in plan.suspects + plan.comeds for m in x.mentions}
+        d.meta.update({"drug_names": [x.name for x in plan.suspects + plan.comeds],
+                       "suspect": [x.name for x in plan.suspects], "named": plan.named,
+                       "negated": d.negated, "lay_terms": d.lay_terms,
+                       "disease": d.disease if d.disease and d.disease in text else None,
+                       "misspelled": [u for u in d.used if u.lower() not in mentions]})
         return {"id": f"{self.split}-{index:05d}", "text": text, "drugs": drugs,
-                "adverse_events": aes, "spans": spans, "meta": meta}
+                "adverse_events": aes, "spans": spans, "meta": d.meta}
 
     def _intake_and_events(self, rng: random.Random, plan: Plan, base: dict, disease: str | None,
                            segs: list[list[Segment]]) -> list[list[Segment]]:
@@ -914,11 +941,6 @@ def write_splits(splits_: dict[str, list[dict[str, Any]]], out_dir: Path | str) 
         for i, rec in enumerate(recs):
             check_report(rec, f"{split}[{i}] ({rec.get('id')})")
     return [write_jsonl(Path(out_dir) / f"{split}.jsonl", recs) for split, recs in splits_.items()]
-
-
-# ---- dataset card (helpers.dataset_card; names kept here for the notebook and older callers) --
-from .dataset_card import (_examples, dataset_card, drug_coverage, plot_dataset,  # noqa: E402,F401
-                           split_stats, write_card)
 
 
 # ---- orchestration ----------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def load_prompt(prompt_file: str | Path | None = None) -> str:
     return text
 
 
-def render_prompt(template: str, drug: Any, n: int) -> str:
+def fill_teacher_prompt(template: str, drug: Any, n: int) -> str:
     """The prompt for one drug (a synthesize.Drug) asking for n reports."""
     return string.Template(template).safe_substitute(
         drug=drug.name, names=", ".join(drug.mentions) or drug.name,
@@ -441,7 +441,7 @@ def generate(drugs: Sequence[Any], n_reports: int, cfg: TeacherConfig, seed: int
         next_job += len(jobs)
         stats.requests_planned += len(jobs)
         with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool:
-            futures = [pool.submit(_run_job, client, cfg, render_prompt(template, d, per), seed, tag, j)
+            futures = [pool.submit(_run_job, client, cfg, fill_teacher_prompt(template, d, per), seed, tag, j)
                        for j, d in jobs]
             it = futures
             if progress:
