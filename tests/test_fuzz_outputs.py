@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,9 @@ REPORT = {"id": "r1", "text": "I started Lipitor in May and now my muscles ache 
           "adverse_events": ["muscles ache", "urine is dark"]}
 VALID = json.dumps({"drugs": ["Lipitor"], "adverse_events": ["muscles ache", "urine is dark"]})
 ALPHABET = '{}[]":,\\ \n\t\'abcxyz0123456789nulltruefalse\u00e9\u4e2d\U0001f600'
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _mutations(rng: random.Random) -> list:
@@ -70,6 +75,7 @@ def fuzzed_outputs(n: int, seed: int = 14) -> list[str]:
 
 def test_1000_fuzzed_outputs_get_a_status_and_are_written(tmp_path, monkeypatch):
     monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    shutil.copytree(REPO / "data" / "vocab", tmp_path / "data" / "vocab")   # step 5's drug check reads it
     raws = fuzzed_outputs(1200)
     records = []
     for i, raw in enumerate(raws):
@@ -120,6 +126,7 @@ def test_escaped_lone_surrogate_parses_and_writes(tmp_path, monkeypatch):
     """"rash \\ud83d" used to parse ok and then make write_predictions raise UnicodeEncodeError,
     losing the whole split."""
     monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    shutil.copytree(REPO / "data" / "vocab", tmp_path / "data" / "vocab")   # step 5's drug check reads it
     raw = '{"drugs": ["Lipitor"], "adverse_events": ["rash \\ud83d"]}'
     parsed, status = parsing.parse_output(raw)
     assert status == "ok" and parsed["adverse_events"] == ["rash \ufffd"]

@@ -60,9 +60,11 @@ def test_mentions_are_whole_words_and_case_insensitive():
 
 
 def test_labels_must_agree_and_unlocated_or_dropped_strings_predict_nothing():
-    # "dark urine" as a drug: right place, wrong label -> no match in either matching
-    c = counts(rec(["dark urine"], []))
-    assert c["spans_all_partial_tp"] == 0 and c["spans_drug_partial_fp"] == 1
+    # "Lipitor" as an adverse event: right place, wrong label -> no match in either matching
+    c = counts(rec([], ["Lipitor"]))
+    assert c["spans_all_partial_tp"] == 0 and c["spans_adverse_event_partial_fp"] == 1
+    # "dark urine" as a drug is no drug name at all: step 5 drops it (helpers.drug_like)
+    assert span_metrics.predicted_spans(rec(["dark urine"], [])) == []
     # a string not in the report is not located: no span, but a false positive of its label
     missing = rec(["Crestor"], ["hair loss", "dark urine"])
     assert span_metrics.predicted_spans(missing) == [(DU, DU + 10, "adverse_event")]
