@@ -163,10 +163,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if not args.backends:
-        from helpers.config import load_profile, step_params
+        from helpers.config import step_settings
         rows = []
         for key in args.models.split(","):
-            params = step_params(load_profile(args.profile), "05_infer", key)
+            params = step_settings(args.profile, "05_infer", key)
             batch = args.batch_size or int(params["batch_size"])
             cap = args.max_new_tokens or int(params["max_new_tokens"])
             mode = infer.constrained_mode(params["constrained"])
