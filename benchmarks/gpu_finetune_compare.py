@@ -73,15 +73,18 @@ def build_model_dir(shape: str, out: Path, dtype_name: str) -> Path:
 def recipe(steps: int, batch_size: int, max_length: int) -> Any:
     """The paper profile's finetune recipe, sized for a benchmark (no checkpoints, no eval)."""
     from helpers import finetune
-    from helpers.config import load_profile, step_params
-    params = step_params(load_profile("paper"), "04_finetune", "llama-2-7b-chat")
-    params.update(max_steps=steps, batch_size=batch_size, grad_accum=1, resume=False, save_steps=10 ** 6,
-                  eval_steps=10 ** 6, warmup_ratio=0.0, max_length=max_length, gradient_checkpointing=True)
-    return finetune.FinetuneConfig.from_params(params)
+    from helpers.config import step_settings
+    sized = {"resume": False, "sft": {"max_steps": steps, "per_device_train_batch_size": batch_size,
+                                      "gradient_accumulation_steps": 1, "save_steps": 10 ** 6,
+                                      "eval_steps": 10 ** 6, "warmup_steps": 0, "max_length": max_length,
+                                      "gradient_checkpointing": True}}
+    return finetune.FinetuneConfig.from_settings(
+        step_settings("paper", "04_finetune", "llama-2-7b-chat", overrides=sized))
 
 
 def load_backend(backend: str, model_dir: Path, cfg: Any) -> tuple[Any, Any]:
-    """4-bit base + LoRA with either backend, from the same folder, with the same LoRA settings."""
+    """4-bit base + LoRA with either backend, from the same folder, with the same LoRA settings (the
+    profile's `lora:` arguments, targets resolved on the model: helpers.finetune.lora_kwargs)."""
     import torch
 
     from helpers import finetune, models
@@ -91,9 +94,8 @@ def load_backend(backend: str, model_dir: Path, cfg: Any) -> tuple[Any, Any]:
         model, tok = FastLanguageModel.from_pretrained(model_name=str(model_dir), max_seq_length=cfg.max_length,
                                                        dtype=None, load_in_4bit=True)
         model = FastLanguageModel.get_peft_model(
-            model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=finetune.resolve_target_modules(cfg, model), bias="none",
-            use_gradient_checkpointing="unsloth", random_state=cfg.seed, max_seq_length=cfg.max_length)
+            model, **finetune.lora_kwargs(cfg, model), use_gradient_checkpointing="unsloth",
+            random_state=cfg.seed, max_seq_length=cfg.max_length)
     else:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -104,8 +106,7 @@ def load_backend(backend: str, model_dir: Path, cfg: Any) -> tuple[Any, Any]:
                                                      device_map={"": "cuda:0"})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-                          target_modules=finetune.resolve_target_modules(cfg, model), task_type="CAUSAL_LM")
+        lora = LoraConfig(**finetune.lora_kwargs(cfg, model), task_type="CAUSAL_LM")
         model, tok = get_peft_model(model, lora), AutoTokenizer.from_pretrained(str(model_dir))
     return model, models.set_padding_side(models.prepare_tokenizer(tok, spec), "training")
 

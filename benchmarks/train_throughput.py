@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import finetune, memory, models, paths, train_speed
-from helpers.config import load_profile, step_params
+from helpers.config import step_settings
 
 SPEED_KEYS = ("lm_head_at_labels", "train_sampling_strategy")
 OFFLINE_MODELS = ("smollm2-135m", "gemma3-270m")
@@ -101,9 +101,14 @@ def warm_up(trainer: Any, head_at_labels: bool) -> None:
     trainer.model.zero_grad(set_to_none=True)
 
 
+def effective_batch(cfg: finetune.FinetuneConfig) -> int:
+    """Examples per optimizer step (one process): the per-device batch times gradient accumulation."""
+    return cfg.batch_size * cfg.grad_accum
+
+
 def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed: int, n_rows: int,
                n_val: int = 0) -> dict[str, Any]:
-    """Train `cfg.max_steps` steps with one backend and configuration; measure every step (and the
+    """Train `cfg.sft["max_steps"]` steps with one backend and configuration; measure every step (and the
     val loss at the end when n_val > 0)."""
     if backend == "unsloth":
         finetune._import_unsloth()          # before TRL/transformers, so its patches apply
@@ -145,11 +150,11 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
                 val_loss = trainer.evaluate()["eval_loss"]
     (s0, t0, k0), (s1, t1, k1) = timer.marks[0], timer.marks[-1]
     steps, seconds = s1 - s0, t1 - t0
-    examples = steps * cfg.effective_batch
+    examples = steps * effective_batch(cfg)
     peak = mem["peak_reserved_gb"] if start else mem["peak_rss_train_gb"]
     return {"model": cfg.model, "backend": backend, "config": label,
             "settings": ", ".join(f"{k}={getattr(cfg, k)}" for k in SPEED_KEYS),
-            "device": mem.get("gpu_name", "cpu"), "batch": cfg.effective_batch, "timed_steps": steps,
+            "device": mem.get("gpu_name", "cpu"), "batch": effective_batch(cfg), "timed_steps": steps,
             "rows": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1),
             "s_per_step": round(seconds / steps, 3), "examples_per_s": round(examples / seconds, 3),
             "tokens_per_s": round((k1 - k0) / seconds, 1), "first_loss": round(losses[0], 4),
@@ -161,10 +166,10 @@ def run_config(label: str, backend: str, cfg: finetune.FinetuneConfig, rows_seed
 def configs(profile: str, model: str, steps: int, batch: int) -> dict[str, finetune.FinetuneConfig]:
     """today (speed keys at their defaults), new (as the profile sets them), to see each key's share
     `only-<key>` (today plus that one key as the profile sets it), and `new+length_buckets`."""
-    params = step_params(load_profile(profile), "04_finetune", model)
-    params.update(max_steps=steps, batch_size=batch, grad_accum=1, resume=False,
-                  save_steps=10 ** 6, eval_steps=10 ** 6, warmup_ratio=0.0)
-    new = finetune.FinetuneConfig.from_params(params)
+    sized = {"resume": False, "sft": {"max_steps": steps, "per_device_train_batch_size": batch,
+                                       "gradient_accumulation_steps": 1, "save_steps": 10 ** 6,
+                                       "eval_steps": 10 ** 6, "warmup_steps": 0}}
+    new = finetune.FinetuneConfig.from_settings(step_settings(profile, "04_finetune", model, overrides=sized))
     defaults = {f.name: f.default for f in dataclasses.fields(finetune.FinetuneConfig) if f.name in SPEED_KEYS}
     today = dataclasses.replace(new, **defaults)
     out = {"today": today, "new": new}
