@@ -6,6 +6,7 @@ mostly for reports that name no drug. Step 5 drops them when it snaps a predicti
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from . import vocabulary
 from .metrics import normalize
@@ -18,10 +19,15 @@ PRODUCT_WORDS = frozenset({
     "prescription", "script", "water", "doctor", "patient", "consumer", "pharmacist", "nurse"})
 
 
+SHIPPED_VOCAB = Path(__file__).resolve().parents[2] / "data" / "vocab"   # the repository's own copy
+
+
 @lru_cache(maxsize=1)
 def non_drug_terms() -> frozenset[str]:
-    """Normalised reaction terms (clinical, abbreviated, lay) and indications of the vocabulary in data/vocab."""
-    vocab = vocabulary.load()
+    """Normalised reaction terms (clinical, abbreviated, lay) and indications of the vocabulary in data/vocab
+    (the study root's, else the one shipped with the code: step 5 must not fail on a data-only root)."""
+    folder = vocabulary.vocab_dir()
+    vocab = vocabulary.load(folder if (folder / vocabulary.FILES[0]).exists() else SHIPPED_VOCAB)
     terms = {t for r in vocab.reactions for t in (r.term, r.clinical, r.abbreviation, *r.lay, *r.clauses)}
     terms |= {t for c in vocab.classes.values() for t in c.indications}
     return frozenset(normalize(t) for t in terms if t) - {""}
