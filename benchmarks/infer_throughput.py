@@ -4,7 +4,7 @@ against the new one (instruction-prefix KV cache, packed prefill) side by side, 
 By default it loads each model once (both offline models) and runs step 5's `helpers.infer.predict`
 on the same reports twice in the profile's constrained mode: today's way (batch 16, the old `cpu`
 value, plain left-padded batches) and the new way (the profile's batch, the shared instruction prefix
-computed once and each report prefilled without padding; `--no-prefix-cache` leaves that out), and
+computed once and each report prefilled without padding with `--prefix-cache`), and
 says whether every raw output is identical. The reports are
 test reports of the study's generator in the profile's genre mix. `--backends` instead prints the old
 per-backend table: `hf` (transformers generate, CPU or CUDA) and `vllm` (helpers.infer_vllm, when it is
@@ -96,8 +96,8 @@ def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: i
 
 
 def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max_new_tokens: int,
-            adapter: str | None, today_batch: int, prefix: bool = True) -> list[dict]:
-    """today (today's batch) and new (the profile's batch, and the prefix cache unless turned off) on the same
+            adapter: str | None, today_batch: int, prefix: bool = False) -> list[dict]:
+    """today (today's batch) and new (the profile's batch, and the prefix cache when asked) on the same
     reports, one right after the other."""
     spec = models.get_spec(model_key)
     tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
@@ -152,8 +152,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="reports in the fixed set")
     ap.add_argument("--batch-size", type=int, default=0, help="0: the profile's (compare) or 8")
     ap.add_argument("--today-batch-size", type=int, default=16, help="compare: the batch of today's config")
-    ap.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
-                    help="compare: new without the shared-prefix cache and packed prefill (default: with)")
+    ap.add_argument("--prefix-cache", action="store_true",
+                    help="compare: new also caches the shared prefix and prefills reports without padding")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
     ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
     ap.add_argument("--seed", type=int, default=13)

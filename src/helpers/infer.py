@@ -150,12 +150,13 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
             max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
             system: str | None = None, adapter: str | None = None, snap: bool = True,
             fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
-            prefix_cache: bool = True) -> list[dict[str, Any]]:
+            prefix_cache: bool = False) -> list[dict[str, Any]]:
     """Prediction records for `reports` (in their order): batched greedy generation, left padding,
     stop at the end-of-turn token; batches are formed by prompt length to waste little padding.
     `prefix_cache` computes the instruction prefix all prompts share once and prefills each report
-    without padding (same outputs, 1.15-1.4x the reports/s on the cpu profile's reports:
-    benchmarks/infer_throughput.py); False runs the plain left-padded batches."""
+    without padding (same outputs). It pays on one batch of mixed lengths (1.15-1.36x on 32 reports:
+    benchmarks/infer_throughput.py) but not on whole length-sorted splits, whose batches carry
+    little padding (0.75-0.9x in step 5 of the cpu profile: one forward per report costs more), so it is off."""
     from tqdm.auto import tqdm
 
     if batch_size < 1 or max_new_tokens < 1:
