@@ -157,6 +157,8 @@ def test_publish_adapter_replaces_only_with_a_finished_adapter(tmp_path):
     assert sorted(p.name for p in files) == sorted(finetune.PUBLISHED_ADAPTER_FILES)
     conf = json.loads((tmp_path / "adapter_config.json").read_text())
     assert conf["base_model_name_or_path"] == spec.hub_id and conf["r"] == 4
+    # PEFT stores the targets as a set; the published file lists them sorted, the same in every process
+    assert conf["target_modules"] == sorted(conf["target_modules"]) and len(conf["target_modules"]) == 7
     before = (tmp_path / "adapter_model.safetensors").read_bytes()
 
     class Broken:

@@ -127,3 +127,14 @@ def test_highlight_marks_each_grounded_span_and_escapes_html():
     assert html.count("<mark") == 2
     assert "&lt;" in html and "&amp;" in html
     assert 'title="drugs">Zoloft</mark>' in html and 'title="adverse_events">rash</mark>' in html
+
+
+def test_snap_drops_a_drug_found_only_inside_an_address():
+    # a web form with no drug named: the model copied the local part of the reporter's e-mail address
+    text = ("Reporter: d.olamide@example.org (https://forum.example.com/zyrtec-users). Product: unknown.\n"
+            "I got a rash after the new tablets; my friend takes Zyrtec without trouble.")
+    parsed = {"drugs": ["d.olamide", "zyrtec-users", "Zyrtec"], "adverse_events": ["rash"]}
+    snapped = snap_record(parsed, ground_prediction(parsed, text), text)
+    assert snapped == {"drugs": ["Zyrtec"], "adverse_events": ["rash"]}
+    # without the text (older callers) only the string check applies
+    assert snap_record(parsed, ground_prediction(parsed, text))["drugs"] == ["d.olamide", "zyrtec-users", "Zyrtec"]

@@ -42,3 +42,12 @@ def is_drug_like(text: str) -> bool:
     if len(norm.split()) > MAX_WORDS or norm in PRODUCT_WORDS:
         return False
     return norm not in non_drug_terms()
+
+
+def in_address(text: str, start: int, end: int) -> bool:
+    """True when text[start:end] is part of an e-mail or web address (the local part of
+    "d.olamide@mail.com" is no drug name, though it may look like one)."""
+    left = max(text.rfind(ch, 0, start) for ch in " \t\n(<[") + 1
+    right = min([i for i in (text.find(ch, end) for ch in " \t\n)>]") if i >= 0] or [len(text)])
+    token = text[left:right].lower()
+    return "@" in token or "://" in token or token.startswith("www.")

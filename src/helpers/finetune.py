@@ -369,6 +369,8 @@ def publish_adapter(model: Any, out_dir: Path, spec: Any) -> list[Path]:
                 raise RuntimeError(f"save_pretrained wrote no {name} (got {sorted(os.listdir(tmp))})")
         config = read_json(tmp / "adapter_config.json")
         config["base_model_name_or_path"] = spec.hub_id
+        if isinstance(config.get("target_modules"), list):   # PEFT keeps a set: order varies per process
+            config["target_modules"] = sorted(config["target_modules"])
         write_json(tmp / "adapter_config.json", config)
         names = ("adapter_model.safetensors", "adapter_config.json")
         return publish_files(tmp, out_dir, names)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
+from . import drug_like
 from .drug_like import is_drug_like
 from .schemas import FIELDS, dedupe
 
@@ -119,12 +120,13 @@ def ground_prediction(parsed: dict[str, list[str]] | None, text: str,
     return out
 
 
-def snap_record(parsed: dict[str, list[str]] | None,
-                grounding: list[dict[str, Any]]) -> dict[str, list[str]] | None:
+def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, Any]],
+                text: str = "") -> dict[str, list[str]] | None:
     """The record with each case/fuzzy match replaced by the report's own text (then deduplicated),
     without drugs that the model also listed as adverse events (a span is one or the other;
     small models copy an event into both lists when a report names no drug, docs/design.md section 7)
-    and without drugs that cannot be drug names (helpers.drug_like: reactions, indications, sentences)."""
+    and without drugs that cannot be drug names (helpers.drug_like: reactions, indications, sentences,
+    and, given the report `text`, strings found only inside an e-mail or web address)."""
     if parsed is None:
         return None
     by_key = {(g["field"], g["predicted"]): g for g in grounding}
@@ -136,7 +138,10 @@ def snap_record(parsed: dict[str, list[str]] | None,
             items.append(g["matched_text"] if g and g["status"] in ("case", "fuzzy") else predicted)
         out[field] = dedupe(items)
     events = {e.casefold() for e in out["adverse_events"]}
-    out["drugs"] = [d for d in out["drugs"] if d.casefold() not in events and is_drug_like(d)]
+    addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
+                  and g["start"] is not None and drug_like.in_address(text, g["start"], g["end"])}
+    out["drugs"] = [d for d in out["drugs"]
+                    if d.casefold() not in events and is_drug_like(d) and d not in addresses]
     return out
 
 

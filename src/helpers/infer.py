@@ -137,7 +137,7 @@ def make_record(report: dict[str, Any], raw: str, n_new_tokens: int, finish_reas
     """One prediction record: parse, ground the model's own strings, snap (optionally), validate."""
     parsed, status = parse_output(raw)
     grounding = ground_prediction(parsed, report["text"], fuzzy_threshold)
-    final = snap_record(parsed, grounding) if snap else parsed
+    final = snap_record(parsed, grounding, report["text"]) if snap else parsed
     rec = {"id": report["id"], "text": report["text"], "gold": gold(report), "raw": raw,
            "parsed": final, "parse_ok": parsed is not None, "parse_status": status,
            "parsed_unsnapped": parsed, "snapped": bool(snap), "grounding": grounding,
