@@ -20,8 +20,7 @@ def test_registry_has_the_offline_and_paper_models():
         assert spec.key == key
         assert spec.family in templates.TEMPLATES
         assert spec.template is None or spec.template in templates.TEMPLATES
-        assert spec.lora_target_modules and all(isinstance(m, str) for m in spec.lora_target_modules)
-        assert 0 < spec.max_seq_length <= spec.context_length
+        assert isinstance(spec.max_seq_length, int) and spec.max_seq_length > 0
         assert spec.eot
     for key in OFFLINE:
         s = get_spec(key)
@@ -47,6 +46,16 @@ def test_system_role_and_eot_agree_with_the_published_templates():
         spec = get_spec(key)
         fmt = templates.TEMPLATES[spec.family]
         assert spec.eot in fmt.template or spec.eot == fmt.eos_token
+
+
+def test_registry_file_with_a_wrong_field_names_the_file_the_model_and_the_field(tmp_path):
+    text = models.REGISTRY_FILE.read_text(encoding="utf-8")
+    bad = tmp_path / "models.yaml"
+    bad.write_text(text.replace("  max_seq_length: 2048\n", "  max_seq_len: 2048\n", 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"models.yaml: model 'smollm2-135m': unknown fields \['max_seq_len'\], "
+                                         r"missing fields \['max_seq_length'\]"):
+        models.read_registry(bad)
+    assert models.read_registry(models.REGISTRY_FILE) == REGISTRY
 
 
 def test_unknown_key_names_the_known_ones():

