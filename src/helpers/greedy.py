@@ -82,15 +82,21 @@ class BufferLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
-    def keep_rows(self, rows: torch.Tensor) -> None:
-        """Only these batch rows go on (finished rows are dropped); their filled part is copied once."""
-        if self.is_initialized:
-            self.k_buf = self.k_buf.index_select(0, rows)
-            self.v_buf = self.v_buf.index_select(0, rows)
-            self._views()
+    def move_rows(self, holes: torch.Tensor, movers: torch.Tensor, n: int) -> None:
+        """Rows `movers` (filled part) are copied into rows `holes`; the batch is then the first n rows."""
+        if not self.is_initialized:
+            return
+        if len(holes):
+            self.k_buf[holes, :, :self.length] = self.k_buf[movers, :, :self.length]
+            self.v_buf[holes, :, :self.length] = self.v_buf[movers, :, :self.length]
+        self.k_buf, self.v_buf = self.k_buf[:n], self.v_buf[:n]
+        self._views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.keep_rows(indices)
+        """Only these rows go on (the Cache API; the loop itself uses `move_rows`)."""
+        if self.is_initialized:
+            self.k_buf, self.v_buf = self.k_buf.index_select(0, indices), self.v_buf.index_select(0, indices)
+            self._views()
 
 
 def buffer_cache(model: Any, capacity: int) -> Cache:
@@ -143,15 +149,34 @@ def next_logits(model: Any, ids: torch.Tensor, attention: torch.Tensor | None, p
 
 
 def scored(processors: Any, history: torch.Tensor, logits: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-    """The processed scores of the live rows; processors see every row of the batch (finished rows with
-    zero scores), as under `generate`, so per-row state (constrained decoding) keeps its row numbers."""
+    """The processed scores of the live rows (`live`: their row numbers in the batch). A processor with
+    `score_rows` (constrained decoding) sees the live rows only, with their numbers, so it keeps each
+    row's state; any other sees every row (finished ones with zero scores), as under `generate`."""
     if not processors:
         return logits
-    if len(live) == history.shape[0]:
-        return processors(history, logits)
-    full = logits.new_zeros(history.shape[0], logits.shape[1])
-    full[live] = logits
-    return processors(history, full)[live]
+    whole = len(live) == history.shape[0]
+    for proc in processors:
+        if whole:
+            logits = proc(history, logits)
+        elif hasattr(proc, "score_rows"):
+            logits = proc.score_rows(history[live], logits, live.tolist())
+        else:
+            full = logits.new_zeros(history.shape[0], logits.shape[1])
+            full[live] = logits
+            logits = proc(history, full)[live]
+    return logits
+
+
+def compaction(going: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How to close the gaps finished rows leave: (order, holes, movers). Live rows past the new batch
+    size move into the holes below it, so only they are copied, not the whole cache; `order` is the
+    old row number of each new row."""
+    n = int(going.sum())
+    idx = torch.arange(len(going), device=going.device)
+    holes, movers = idx[:n][~going[:n]], idx[n:][going[n:]]
+    order = idx[:n].clone()
+    order[holes] = movers
+    return order, holes, movers
 
 
 def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_ids: Sequence[int], pad: int,
@@ -177,11 +202,11 @@ def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_id
         if step + 1 == max_new_tokens or not bool(unfinished.any()):
             return history[:, :width + step + 1]
         if drop_finished and not bool(unfinished.all()):
-            keep = unfinished.nonzero().flatten()
+            order, holes, movers = compaction(unfinished)
             for layer in cache.layers:
-                layer.keep_rows(keep)
-            live, tokens, last, unfinished = live[keep], tokens[keep], last[keep], unfinished[keep]
-            mask = mask[keep] if mask is not None else None
+                layer.move_rows(holes, movers, len(order))
+            live, tokens, last, unfinished = live[order], tokens[order], last[order], unfinished[order]
+            mask = mask[order] if mask is not None else None
         if mask is not None:
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
         last = last + 1
