@@ -1,11 +1,13 @@
 """Inference throughput (reports/s) and parse rate per backend and decoding mode; today's decoding
-against the new one (instruction-prefix KV cache, packed prefill) side by side, with the ratio and an identity check.
+against the new one (helpers.greedy's decoding loop at the profile's batch; optionally the instruction-prefix
+KV cache) side by side, with the ratio and an identity check.
 
 By default it loads each model once (both offline models) and runs step 5's `helpers.infer.predict`
 on the same reports twice in the profile's constrained mode: today's way (batch 16, the old `cpu`
-value, plain left-padded batches) and the new way (the profile's batch, the shared instruction prefix
-computed once and each report prefilled without padding with `--prefix-cache`), and
-says whether every raw output is identical. The reports are
+value, plain left-padded batches, transformers generate) and the new way (the profile's batch and
+helpers.greedy's loop: no per-token KV cache copy, finished rows dropped; with `--prefix-cache` also
+the shared instruction prefix computed once, which runs through generate), and says whether every raw
+output is identical (`--control` adds generate at the profile's batch, to tell the batch from the loop). The reports are
 test reports of the study's generator in the profile's genre mix. `--backends` instead prints the old
 per-backend table: `hf` (transformers generate, CPU or CUDA) and `vllm` (helpers.infer_vllm, when it is
 importable: a CUDA machine, or vLLM's CPU build in its own environment, scripts/vllm_cpu_env.sh;
@@ -96,16 +98,20 @@ def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: i
 
 
 def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max_new_tokens: int,
-            adapter: str | None, today_batch: int, prefix: bool = False) -> list[dict]:
-    """today (today's batch) and new (the profile's batch, and the prefix cache when asked) on the same
-    reports, one right after the other."""
+            adapter: str | None, today_batch: int, prefix: bool = False, decoder: str = "loop",
+            control: bool = False) -> list[dict]:
+    """today (today's batch, transformers generate) and new (the profile's batch, `decoder`, and the prefix
+    cache when asked) on the same reports, one right after the other; `control` adds generate at the
+    new batch (what the batch alone changes). Identity is counted against today's raw outputs."""
     spec = models.get_spec(model_key)
     tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
     model = models.load_model(model_key, device="cpu")
     if adapter:
         model = infer.apply_adapter(model, adapter, merge=True)
-    settings = {"today": {"prefix_cache": False, "batch_size": today_batch},   # plain left-padded batches
-                "new": {"prefix_cache": prefix, "batch_size": batch_size}}
+    settings = {"today": {"prefix_cache": False, "batch_size": today_batch, "decoder": "generate"},
+                "new": {"prefix_cache": prefix, "batch_size": batch_size, "decoder": decoder}}
+    if control:
+        settings["control"] = {"prefix_cache": False, "batch_size": batch_size, "decoder": "generate"}
     for kw in settings.values():       # warm-up: first-call allocations, constrained tables
         infer.predict(model, tok, spec, reports[:2], max_new_tokens=max_new_tokens, constrained=mode,
                       progress=False, **{**kw, "batch_size": 2})
@@ -120,9 +126,10 @@ def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max
                      "reports": s["reports"], "seconds": s["seconds"],
                      "reports_per_s": s["reports_per_s"], "parse_rate": s["parse_rate"],
                      "mean_new_tokens": s["mean_new_tokens"]})
-    same = sum(a == b for a, b in zip(raws["today"], raws["new"]))
-    rows[-1]["speedup"] = round(rows[-1]["reports_per_s"] / rows[0]["reports_per_s"], 2)
-    rows[-1]["identical_outputs"] = f"{same}/{len(reports)}"
+    for row, label in zip(rows[1:], list(settings)[1:]):
+        same = sum(a == b for a, b in zip(raws["today"], raws[label]))
+        row["speedup"] = round(row["reports_per_s"] / rows[0]["reports_per_s"], 2)
+        row["identical_outputs"] = f"{same}/{len(reports)}"
     return rows
 
 
@@ -154,6 +161,8 @@ def main() -> None:
     ap.add_argument("--today-batch-size", type=int, default=16, help="compare: the batch of today's config")
     ap.add_argument("--prefix-cache", action="store_true",
                     help="compare: new also caches the shared prefix and prefills reports without padding")
+    ap.add_argument("--decoder", default="loop", choices=infer.DECODERS, help="compare: new's decoding loop")
+    ap.add_argument("--control", action="store_true", help="compare: also generate at new's batch")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
     ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
     ap.add_argument("--seed", type=int, default=13)
@@ -171,7 +180,7 @@ def main() -> None:
             cap = args.max_new_tokens or int(params["max_new_tokens"])
             mode = infer.constrained_mode(params["constrained"])
             rows += compare(key, study_reports(args.n, args.seed, args.profile), mode, batch, cap, args.adapter,
-                            args.today_batch_size, args.prefix_cache)
+                            args.today_batch_size, args.prefix_cache, args.decoder, args.control)
         print(f"{args.n} generated test reports (genre mix of profile {args.profile}), torch threads {torch.get_num_threads()}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
         print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))

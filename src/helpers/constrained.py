@@ -397,7 +397,13 @@ class RecordLogitsProcessor(LogitsProcessor):
         return allowed  # nothing of the report fits the token budget: the schema alone still closes
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """The scores with every token that would leave the automaton (or the report's spans) masked.
+        """The scores with every token that would leave the automaton (or the report's spans) masked."""
+        return self.score_rows(input_ids, scores)
+
+    def score_rows(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
+                   rows: Sequence[int] | None = None) -> torch.FloatTensor:
+        """As a call, for some rows of the batch only (`rows`: their numbers in the first call's batch),
+        so a decoding loop that drops finished rows (helpers.greedy) keeps every row's own state.
         Runs on one thread: its many small vocabulary-wide tensor ops are each split across torch's
         OpenMP threads, and on a busy machine every split waits for a descheduled thread (measured on
         2 shared cores: 50-110 ms per step on 2 threads, 3-4 ms on 1; benchmarks/infer_throughput.py)."""
@@ -405,15 +411,17 @@ class RecordLogitsProcessor(LogitsProcessor):
         if threads > 1:
             torch.set_num_threads(1)
         try:
-            return self._masked(input_ids, scores)
+            return self._masked(input_ids, scores, list(range(input_ids.shape[0])) if rows is None else list(rows))
         finally:
             if threads > 1:
                 torch.set_num_threads(threads)
 
-    def _masked(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        batch = input_ids.shape[0]
+    def _masked(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, rows: list[int]) -> torch.FloatTensor:
         generated = input_ids.shape[1] - self.prompt_len
         if self.states is None:
+            batch = input_ids.shape[0]
+            if rows != list(range(batch)):
+                raise ValueError("constrained decoding: the first call must score the whole batch")
             self.states, self.done = [0] * batch, [False] * batch
             if self.mode == "spans":
                 if len(self.texts) != batch:
@@ -421,18 +429,18 @@ class RecordLogitsProcessor(LogitsProcessor):
                 self.spans = [_Spans(t, self.tables, self.max_token_len) for t in self.texts]
                 self.positions = [[] for _ in range(batch)]
         elif generated > 0:
-            for row, token in enumerate(input_ids[:, -1].tolist()):
+            for row, token in zip(rows, input_ids[:, -1].tolist()):
                 self._advance(row, token)
         remaining = self.max_new_tokens - generated  # tokens left including this one
         vocab = scores.shape[1]
-        allowed = torch.ones(batch, vocab, dtype=torch.bool)
-        for row in range(batch):
+        allowed = torch.ones(len(rows), vocab, dtype=torch.bool)
+        for i, row in enumerate(rows):
             if self.done[row]:
                 continue  # generate() pads finished rows; leave their scores alone
             state = self.states[row]
             if state == self.tables.automaton.accept:
-                allowed[row] = False
-                allowed[row, self.eos[self.eos < vocab]] = True
+                allowed[i] = False
+                allowed[i, self.eos[self.eos < vocab]] = True
                 continue
             nxt = self.tables.next_state[state, :vocab]
             ok = nxt >= 0
@@ -441,7 +449,7 @@ class RecordLogitsProcessor(LogitsProcessor):
                 ok &= self.dist[nxt.clamp(min=0).long()] <= remaining - 2
             if self.mode == "spans":
                 ok = self._span_mask(row, ok, remaining)
-            allowed[row] = ok
+            allowed[i] = ok
         return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
 
 

@@ -23,6 +23,7 @@ from .schemas import gold, gold_context, validate_prediction
 from .templates import encode, render_prompt
 
 VARIANTS = ("base", "lora")
+DECODERS = ("loop", "generate")   # helpers.greedy's loop (same tokens, faster) or transformers generate
 ADAPTER_CONFIG = "adapter_config.json"   # its presence marks a finished step-4 adapter
 
 
@@ -89,11 +90,14 @@ def _batches(order: Sequence[int], size: int) -> Iterable[list[int]]:
 
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids: Sequence[int],
                    max_new_tokens: int, constrained: str | bool = False,
-                   texts: Sequence[str] | None = None, prefix: Any = None) -> list[tuple[str, int, str]]:
+                   texts: Sequence[str] | None = None, prefix: Any = None,
+                   decoder: str = "loop") -> list[tuple[str, int, str]]:
     """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each.
     With `prefix` (a prefix_cache.PrefixCache) the shared instruction prefix is not recomputed and,
-    within a sliding attention window, each report's tokens are prefilled without padding."""
-    from transformers import GenerationConfig, LogitsProcessorList
+    within a sliding attention window, each report's tokens are prefilled without padding.
+    `decoder` "loop" runs helpers.greedy (same tokens, faster; `generate` where it cannot be sure),
+    "generate" transformers' own loop."""
+    from transformers import LogitsProcessorList
 
     ids = [encode(tokenizer, p) for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
@@ -110,8 +114,6 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
     width = input_ids.shape[1]
     device = next(model.parameters()).device
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              eos_token_id=list(stop_ids), pad_token_id=pad)
     processors = LogitsProcessorList()
     if constrained:
         from .constrained import RecordLogitsProcessor
@@ -119,8 +121,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
         processors.append(RecordLogitsProcessor(tokenizer, vocab, stop_ids, width, max_new_tokens,
                                                 mode=constrained, texts=texts))
     with torch.inference_mode():
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                             generation_config=config, logits_processor=processors, **past)
+        out = _decode(model, input_ids.to(device), attention.to(device), stop_ids, pad, max_new_tokens,
+                      processors, past, decoder)
     results = []
     stops = set(stop_ids)
     for row in out[:, width:].tolist():
@@ -129,6 +131,27 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
         raw = tokenizer.decode(answer, skip_special_tokens=True)
         results.append((raw, len(answer), "length" if end is None else "stop"))
     return results
+
+
+def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_ids: Sequence[int], pad: int,
+            max_new_tokens: int, processors: Any, past: dict[str, Any], decoder: str) -> torch.Tensor:
+    """Prompt + new token ids of a batch from helpers.greedy's loop, or from `generate` where that loop
+    cannot guarantee the same tokens (said once per reason) or when asked for."""
+    from transformers import GenerationConfig
+
+    from . import greedy
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
+    if decoder == "loop":
+        reason = "a prefix cache (prefix_cache=True)" if past else \
+            greedy.unsupported(model, input_ids.shape[1], max_new_tokens)
+        if reason is None:
+            return greedy.decode(model, input_ids, attention, stop_ids, pad, max_new_tokens, processors)
+        greedy.log_fallback(reason)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              eos_token_id=list(stop_ids), pad_token_id=pad)
+    return model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                          logits_processor=processors, **past)
 
 
 def make_record(report: dict[str, Any], raw: str, n_new_tokens: int, finish_reason: str,
@@ -150,17 +173,21 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
             max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
             system: str | None = None, adapter: str | None = None, snap: bool = True,
             fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
-            prefix_cache: bool = False) -> list[dict[str, Any]]:
+            prefix_cache: bool = False, decoder: str = "loop") -> list[dict[str, Any]]:
     """Prediction records for `reports` (in their order): batched greedy generation, left padding,
     stop at the end-of-turn token; batches are formed by prompt length to waste little padding.
     `prefix_cache` computes the instruction prefix all prompts share once and prefills each report
     without padding (same outputs). It pays on one batch of mixed lengths (1.15-1.36x on 32 reports:
     benchmarks/infer_throughput.py) but not on whole length-sorted splits, whose batches carry
-    little padding (0.75-0.9x in step 5 of the cpu profile: one forward per report costs more), so it is off."""
+    little padding (0.75-0.9x in step 5 of the cpu profile: one forward per report costs more), so it is off.
+    `decoder` "loop" (helpers.greedy: no per-token cache copy, finished rows dropped; the same tokens as
+    `generate`, which it falls back to where it cannot be sure) or "generate" (transformers' loop)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1 (got {batch_size}, {max_new_tokens})")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
     mode = constrained_mode(constrained)
     system = system or f"{spec.key}-{'lora' if adapter else 'base'}"
     stop_ids = stop_token_ids(tokenizer, spec)
@@ -174,7 +201,8 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     try:
         for idx in _batches(order, batch_size):
             outputs = generate_batch(model, tokenizer, [prompts[i] for i in idx], stop_ids, max_new_tokens,
-                                     constrained=mode, texts=[reports[i]["text"] for i in idx], prefix=prefix)
+                                     constrained=mode, texts=[reports[i]["text"] for i in idx], prefix=prefix,
+                                     decoder=decoder)
             for i, (raw, n_new, reason) in zip(idx, outputs):
                 records[i] = make_record(reports[i], raw, n_new, reason, system, spec.key, adapter, mode,
                                          snap=snap, fuzzy_threshold=fuzzy_threshold)

@@ -1,0 +1,214 @@
+"""Greedy decoding for step 5 without transformers `generate`'s per-step costs, with the same tokens.
+
+Why: on CPU `generate` spends about a third of every decoding step growing its DynamicCache by
+`torch.cat` (the whole cache is copied once per layer per token), and a batch keeps computing rows
+that have already emitted their stop token until its longest answer ends. This loop keeps each
+layer's keys and values in one preallocated buffer that is written in place (attention reads only
+the filled part), and drops finished rows from the batch. Everything else is what `generate` does
+for greedy decoding: position ids from the attention mask (cumsum - 1, padding at 0), the last
+position's logits only (`logits_to_keep=1`) in float32, the logits processors called with every
+row's full token history (finished rows padded, as `generate` pads them), argmax, stop on a stop
+token or at `max_new_tokens`. `unsupported` names the cases it cannot reproduce (the caller then
+uses `generate`).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Sequence
+
+import torch
+from transformers import GenerationConfig
+from transformers.cache_utils import Cache, DynamicLayer
+
+log = logging.getLogger(__name__)
+_LOGGED: set[str] = set()
+LAYER_TYPES = ("full_attention", "sliding_attention")
+# generation-config fields that make `generate` add logits processors of its own (beyond the caller's)
+PROCESSOR_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+                    "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
+                    "sequence_bias", "exponential_decay_length_penalty", "encoder_repetition_penalty",
+                    "encoder_no_repeat_ngram_size", "renormalize_logits", "remove_invalid_values")
+
+
+class BufferLayer(DynamicLayer):
+    """One layer's keys and values in a preallocated [batch, heads, capacity, dim] buffer, written in
+    place; `update` returns views of the filled length, so attention sees exactly what a DynamicLayer
+    would hand it, without a copy of the whole cache per token."""
+
+    def __init__(self, capacity: int, sliding: bool = False):
+        super().__init__()
+        self.capacity, self.length, self.is_sliding = capacity, 0, sliding
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Allocate the buffers at the first update (shape, dtype and device come from the model)."""
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, d = key_states.shape
+        self.k_buf = key_states.new_empty(b, h, self.capacity, d)
+        self.v_buf = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions after the filled ones; the filled part, as views."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            self._grow(max(end, 2 * self.capacity))
+        self.k_buf[:, :, self.length:end] = key_states
+        self.v_buf[:, :, self.length:end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def _views(self) -> None:
+        self.keys = self.k_buf[:, :, :self.length]
+        self.values = self.v_buf[:, :, :self.length]
+
+    def _grow(self, capacity: int) -> None:
+        """A larger buffer when more tokens come than planned (never on the step-5 path, which sizes it)."""
+        for name in ("k_buf", "v_buf"):
+            old = getattr(self, name)
+            new = old.new_empty(old.shape[0], old.shape[1], capacity, old.shape[3])
+            new[:, :, :self.length] = old[:, :, :self.length]
+            setattr(self, name, new)
+        self.capacity = capacity
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """The mask covers the filled length and the new positions (a DynamicLayer's sizes)."""
+        return self.length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def move_rows(self, holes: torch.Tensor, movers: torch.Tensor, n: int) -> None:
+        """Rows `movers` (filled part) are copied into rows `holes`; the batch is then the first n rows."""
+        if not self.is_initialized:
+            return
+        if len(holes):
+            self.k_buf[holes, :, :self.length] = self.k_buf[movers, :, :self.length]
+            self.v_buf[holes, :, :self.length] = self.v_buf[movers, :, :self.length]
+        self.k_buf, self.v_buf = self.k_buf[:n], self.v_buf[:n]
+        self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Only these rows go on (the Cache API; the loop itself uses `move_rows`)."""
+        if self.is_initialized:
+            self.k_buf, self.v_buf = self.k_buf.index_select(0, indices), self.v_buf.index_select(0, indices)
+            self._views()
+
+
+def buffer_cache(model: Any, capacity: int) -> Cache:
+    """A Cache of BufferLayers, one per decoder layer, sliding layers flagged as such (masks need it)."""
+    config = model.config.get_text_config(decoder=True)
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    return Cache(layers=[BufferLayer(capacity, t == "sliding_attention") for t in types])
+
+
+def unsupported(model: Any, width: int, max_new_tokens: int) -> str | None:
+    """Why this loop could not reproduce `generate` for this model and batch, or None when it can."""
+    config = model.config.get_text_config(decoder=True)
+    if getattr(model.config, "is_encoder_decoder", False):
+        return "an encoder-decoder model"
+    types = getattr(config, "layer_types", None) or ["full_attention"]
+    if any(t not in LAYER_TYPES for t in types):
+        return f"layer types {sorted(set(types) - set(LAYER_TYPES))} (only full and sliding attention)"
+    window = getattr(config, "sliding_window", None)
+    if "sliding_attention" in types and window and width + max_new_tokens > window:
+        return (f"prompt width {width} + {max_new_tokens} new tokens exceeds the sliding window {window} "
+                f"(generate's sliding layers then drop old positions)")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return "a model whose forward takes no logits_to_keep"
+    defaults, own = GenerationConfig(), getattr(base, "generation_config", None) or GenerationConfig()
+    extra = [f for f in PROCESSOR_FIELDS if getattr(own, f, None) != getattr(defaults, f, None)]
+    if extra:
+        return f"the model's generation config adds logits processors ({', '.join(extra)})"
+    return None
+
+
+def log_fallback(reason: str) -> None:
+    """Say once per reason that `generate` is used instead (it is slower, never different)."""
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        log.warning("greedy loop not used, transformers generate instead: %s", reason)
+
+
+def positions(attention: torch.Tensor) -> torch.Tensor:
+    """Position ids as `generate` makes them for left padding: cumsum - 1, padding at 0."""
+    return (attention.long().cumsum(-1) - 1).masked_fill(attention == 0, 0)
+
+
+def next_logits(model: Any, ids: torch.Tensor, attention: torch.Tensor | None, pos: torch.Tensor,
+                cache: Cache) -> torch.Tensor:
+    """One forward over `ids` (prompt or last tokens): the last position's logits, float32, as generate."""
+    out = model(input_ids=ids.contiguous(), attention_mask=attention, position_ids=pos.contiguous(),
+                past_key_values=cache, use_cache=True, logits_to_keep=1, return_dict=True)
+    return out.logits[:, -1].to(copy=True, dtype=torch.float32)
+
+
+def scored(processors: Any, history: torch.Tensor, logits: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """The processed scores of the live rows (`live`: their row numbers in the batch). A processor with
+    `score_rows` (constrained decoding) sees the live rows only, with their numbers, so it keeps each
+    row's state; any other sees every row (finished ones with zero scores), as under `generate`."""
+    if not processors:
+        return logits
+    whole = len(live) == history.shape[0]
+    for proc in processors:
+        if whole:
+            logits = proc(history, logits)
+        elif hasattr(proc, "score_rows"):
+            logits = proc.score_rows(history[live], logits, live.tolist())
+        else:
+            full = logits.new_zeros(history.shape[0], logits.shape[1])
+            full[live] = logits
+            logits = proc(history, full)[live]
+    return logits
+
+
+def compaction(going: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How to close the gaps finished rows leave: (order, holes, movers). Live rows past the new batch
+    size move into the holes below it, so only they are copied, not the whole cache; `order` is the
+    old row number of each new row."""
+    n = int(going.sum())
+    idx = torch.arange(len(going), device=going.device)
+    holes, movers = idx[:n][~going[:n]], idx[n:][going[n:]]
+    order = idx[:n].clone()
+    order[holes] = movers
+    return order, holes, movers
+
+
+def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_ids: Sequence[int], pad: int,
+           max_new_tokens: int, processors: Any = None, drop_finished: bool = True) -> torch.Tensor:
+    """Greedy generation of a left-padded batch: prompt and new tokens, as `model.generate` returns them
+    (finished rows padded with `pad`, as many columns as the longest answer needed)."""
+    batch, width = input_ids.shape
+    history = torch.full((batch, width + max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
+    history[:, :width] = input_ids
+    cache = buffer_cache(model, width + max_new_tokens)
+    mask = None if bool(attention.all()) else attention      # generate drops an all-ones mask
+    pos = positions(attention)
+    live = torch.arange(batch, device=input_ids.device)
+    stops = torch.tensor(sorted(set(stop_ids)), device=input_ids.device)
+    logits = next_logits(model, input_ids, mask, pos, cache)
+    last = pos[:, -1:]
+    unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
+    for step in range(max_new_tokens):
+        tokens = scored(processors, history[:, :width + step], logits, live).argmax(-1)
+        tokens = torch.where(unfinished, tokens, pad)          # generate pads rows that have finished
+        history[live, width + step] = tokens
+        unfinished &= ~torch.isin(tokens, stops)
+        if step + 1 == max_new_tokens or not bool(unfinished.any()):
+            return history[:, :width + step + 1]
+        if drop_finished and not bool(unfinished.all()):
+            order, holes, movers = compaction(unfinished)
+            for layer in cache.layers:
+                layer.move_rows(holes, movers, len(order))
+            live, tokens, last, unfinished = live[order], tokens[order], last[order], unfinished[order]
+            mask = mask[order] if mask is not None else None
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+        last = last + 1
+        logits = next_logits(model, tokens[:, None], mask, last, cache)
+    return history

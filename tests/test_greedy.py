@@ -1,0 +1,128 @@
+"""helpers.greedy: the decoding loop returns exactly what transformers generate returns (greedy), on tiny
+llama and gemma3 models, left-padded batches whose rows finish at different steps, with and without
+constrained decoding; where it cannot be sure it says why and step 5 uses generate."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig, LogitsProcessorList
+
+from helpers import greedy, infer, models
+from helpers.constrained import RecordLogitsProcessor
+
+TEXTS = ["I take Lipitor and get muscle pain.", "Zoloft gives me headaches and dizzy spells at night.",
+         "this pill makes me nauseous", "Ambien, rash on my arms, no fever",
+         "Since starting Nexium I have constant nausea and swollen ankles."]
+LENGTHS = [9, 14, 5, 11, 7]
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.set_padding_side(models.load_tokenizer("smollm2-135m"), "generation")
+
+
+def tiny_model(model_type: str, vocab: int, window: int = 64):
+    """A 2-layer random model of the family (a gemma3 one has a sliding and a full attention layer)."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if model_type == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=window,
+                                  layer_types=["sliding_attention", "full_attention"])
+    else:
+        config = LlamaConfig(**common)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def left_padded(vocab: int, lengths=LENGTHS, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
+    width = max(lengths)
+    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+def processors(tok, mode, stops, width, max_new_tokens, vocab) -> LogitsProcessorList:
+    out = LogitsProcessorList()
+    if mode:
+        out.append(RecordLogitsProcessor(tok, vocab, stops, width, max_new_tokens, mode=mode, texts=TEXTS))
+    return out
+
+
+def generate(model, ids, mask, stops, max_new_tokens, procs) -> torch.Tensor:
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              eos_token_id=list(stops), pad_token_id=PAD)
+    with torch.inference_mode():
+        return model.generate(input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=procs)
+
+
+def finish_steps(out: torch.Tensor, width: int, stops) -> list[int]:
+    return [next((i for i, t in enumerate(row) if t in stops), len(row)) for row in out[:, width:].tolist()]
+
+
+def frequent_stops(model, ids, mask) -> list[int]:
+    """Two tokens the model emits early in different rows: as stop ids, rows finish at different steps."""
+    free = generate(model, ids, mask, [], 24, LogitsProcessorList())[:, ids.shape[1]:]
+    return sorted({int(free[0, 3]), int(free[1, 9])})
+
+
+@pytest.mark.parametrize("mode", [False, "schema", "spans"])
+@pytest.mark.parametrize("model_type", ["llama", "gemma3"])
+def test_loop_returns_what_generate_returns(tok, model_type, mode):
+    vocab = len(tok)
+    model = tiny_model(model_type, vocab)
+    ids, mask = left_padded(vocab)
+    stops = frequent_stops(model, ids, mask) if not mode else [2]
+    cap = 24 if not mode else 48
+    want = generate(model, ids, mask, stops, cap, processors(tok, mode, stops, ids.shape[1], cap, vocab))
+    for drop in (True, False):
+        with torch.inference_mode():
+            got = greedy.decode(model, ids, mask, stops, PAD, cap,
+                                processors(tok, mode, stops, ids.shape[1], cap, vocab), drop_finished=drop)
+        assert torch.equal(got, want), (model_type, mode, drop)
+    steps = finish_steps(want, ids.shape[1], stops)
+    assert len(set(steps)) >= 2 and min(steps) < cap          # rows finish at different steps
+
+
+def test_buffers_grow_past_their_planned_capacity(tok):
+    vocab = len(tok)
+    model = tiny_model("llama", vocab)
+    ids, mask = left_padded(vocab)
+    cache = greedy.buffer_cache(model, 4)                    # smaller than the prompt: it grows
+    with torch.inference_mode():
+        greedy.next_logits(model, ids, mask, greedy.positions(mask), cache)
+    assert cache.get_seq_length() == ids.shape[1] and cache.layers[0].capacity >= ids.shape[1]
+    assert torch.equal(cache.layers[0].keys, cache.layers[0].k_buf[:, :, :ids.shape[1]])
+
+
+def test_past_the_sliding_window_it_says_why_and_predict_uses_generate(tok, caplog):
+    vocab = len(tok)
+    model = tiny_model("gemma3", vocab, window=16)
+    assert greedy.unsupported(model, 10, 6) is None
+    reason = greedy.unsupported(model, 12, 6)
+    assert reason and "sliding window 16" in reason
+    assert greedy.unsupported(tiny_model("llama", vocab), 10_000, 96) is None
+    ids, mask = left_padded(vocab)
+    stops = frequent_stops(model, ids, mask)
+    with torch.inference_mode(), caplog.at_level("WARNING", logger="helpers.greedy"):
+        got = infer._decode(model, ids, mask, stops, PAD, 12, LogitsProcessorList(), {}, "loop")
+    assert torch.equal(got, generate(model, ids, mask, stops, 12, LogitsProcessorList()))
+    assert "sliding window" in caplog.text
+
+
+@pytest.mark.parametrize("mode", [False, "spans"])
+def test_predict_records_are_the_same_with_either_decoder(tok, mode):
+    model = tiny_model("llama", len(tok))
+    spec = models.get_spec("smollm2-135m")
+    reports = [{"id": f"r{i}", "text": t, "drugs": [], "adverse_events": []} for i, t in enumerate(TEXTS)]
+    kw = dict(batch_size=3, max_new_tokens=24, constrained=mode, progress=False)
+    loop = infer.predict(model, tok, spec, reports, decoder="loop", **kw)
+    plain = infer.predict(model, tok, spec, reports, decoder="generate", **kw)
+    assert [r["raw"] for r in loop] == [r["raw"] for r in plain]
+    assert [r["n_new_tokens"] for r in loop] == [r["n_new_tokens"] for r in plain]
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        infer.predict(model, tok, spec, reports, decoder="beam", **kw)
