@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from helpers import greedy, infer, models
 from helpers.constrained import RecordLogitsProcessor
@@ -46,9 +46,25 @@ def left_padded(vocab: int, lengths=LENGTHS, seed: int = 1) -> tuple[torch.Tenso
     return ids, mask
 
 
+class CloseSooner(LogitsProcessor):
+    """Pushes row i towards closing tokens by 0.1 * i per generated token, so constrained rows of a random
+    model finish at different steps; it keeps no row state (the loop hands it the whole batch)."""
+
+    def __init__(self, tok, width: int):
+        self.tokens = sorted(set(tok.encode('"]}, "adverse_events": []}', add_special_tokens=False) + [2]))
+        self.width = width
+
+    def __call__(self, input_ids, scores):
+        boost = 0.1 * (input_ids.shape[1] - self.width) * torch.arange(scores.shape[0], dtype=scores.dtype)
+        scores = scores.clone()
+        scores[:, self.tokens] += boost[:, None]
+        return scores
+
+
 def processors(tok, mode, stops, width, max_new_tokens, vocab) -> LogitsProcessorList:
     out = LogitsProcessorList()
     if mode:
+        out.append(CloseSooner(tok, width))
         out.append(RecordLogitsProcessor(tok, vocab, stops, width, max_new_tokens, mode=mode, texts=TEXTS))
     return out
 
