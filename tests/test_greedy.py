@@ -8,6 +8,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from helpers import greedy, infer, models
+from tiny_models import tiny_causal_lm
 from helpers.constrained import RecordLogitsProcessor
 
 TEXTS = ["I take Lipitor and get muscle pain.", "Zoloft gives me headaches and dizzy spells at night.",
@@ -23,18 +24,7 @@ def tok():
 
 
 def tiny_model(model_type: str, vocab: int, window: int = 64):
-    """A 2-layer random model of the family (a gemma3 one has a sliding and a full attention layer)."""
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
-
-    torch.manual_seed(0)
-    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    if model_type == "gemma3":
-        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=window,
-                                  layer_types=["sliding_attention", "full_attention"])
-    else:
-        config = LlamaConfig(**common)
-    return AutoModelForCausalLM.from_config(config).eval()
+    return tiny_causal_lm(model_type, vocab, window)
 
 
 def left_padded(vocab: int, lengths=LENGTHS, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

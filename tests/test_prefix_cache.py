@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import prefix_cache
+from tiny_models import tiny_causal_lm
 
 
 def test_common_prefix_leaves_every_sequence_a_token_of_its_own():
@@ -15,18 +16,7 @@ def test_common_prefix_leaves_every_sequence_a_token_of_its_own():
 
 
 def _tiny_model(model_type: str, window: int = 16):
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
-
-    torch.manual_seed(0)
-    common = dict(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    if model_type == "gemma3":
-        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=window,
-                                  layer_types=["sliding_attention", "full_attention"])
-    else:
-        config = LlamaConfig(**common)
-    return AutoModelForCausalLM.from_config(config).eval()
+    return tiny_causal_lm(model_type, 61, window, max_positions=128)
 
 
 @pytest.mark.parametrize("model_type,window", [("llama", 0), ("gemma3", 16), ("gemma3", 32)])

@@ -2,6 +2,7 @@
 packages through a cached plain copy (docs/design.md section 3), hub models by id (GPU / paper profile)."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -46,8 +47,6 @@ class ModelSpec:
 
 def read_registry(path: Path = REGISTRY_FILE) -> dict[str, ModelSpec]:
     """The model registry file as specs; a missing or unknown field is an error naming the file and key."""
-    import dataclasses
-
     import yaml
 
     entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
