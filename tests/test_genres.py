@@ -214,3 +214,17 @@ def test_event_spans_leave_out_articles_possessives_severity_and_time(built):
                 assert s["text"].split()[0].lower() not in leading, (r["id"], s["text"])
                 assert not s["text"].lower().endswith(trailing), (r["id"], s["text"])
                 assert s["text"][-1] not in ".,;:!?", (r["id"], s["text"])
+
+
+def test_clinical_notes_list_several_drugs_beside_doses_forms_and_frequencies(built):
+    notes = [r for r in _all(built[0]) if r["meta"]["genre"] == "clinical_note" and r["drugs"]]
+    assert sum(len(r["drugs"]) >= 4 for r in notes) > 0.25 * len(notes)
+    from helpers.drug_like import trim_drug
+    beside = 0
+    for r in notes:
+        for s in r["spans"]:
+            if s["label"] == "drug":
+                assert trim_drug(s["text"]) == s["text"], s          # a label never holds a modifier
+                after = r["text"][s["end"]:s["end"] + 4].strip().split(" ")[0].lower()
+                beside += after in {"er", "xr", "sr", "xl", "cr", "dr", "odt", "ec", "1%", "gel", "susp", "syrup"}
+    assert beside > 5, beside

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.drug_like import is_drug_like
+from helpers.drug_like import is_drug_like, trim_drug
 from helpers.grounding import (grounding_rate, ground_prediction, highlight_html, locate, snap_record)
 
 TEXT = ("Started Lipitor last month. Since then I have Muscle  pain\nand dark urine, "
@@ -138,3 +138,30 @@ def test_snap_drops_a_drug_found_only_inside_an_address():
     assert snapped == {"drugs": ["Zyrtec"], "adverse_events": ["rash"]}
     # without the text (older callers) only the string check applies
     assert snap_record(parsed, ground_prediction(parsed, text))["drugs"] == ["d.olamide", "zyrtec-users", "Zyrtec"]
+
+
+@pytest.mark.parametrize("span, name", [
+    ("zolpidem qhs", "zolpidem"), ("metforman er", "metforman"), ("my doxy", "doxy"),
+    ("clindamycin 1% cream", "clindamycin"), ("lisinopril d/c'd", "lisinopril"),
+    ("hydromorphone low dose", "hydromorphone"), ("prednisone moon face", "prednisone"),
+    ("Symbicort inhaler", "Symbicort"), ("Lipitor 20mg", "Lipitor"),
+    ("budesonide and formoterol", "budesonide and formoterol"), ("vitamin D", "vitamin D"), ("5-FU", "5-FU")])
+def test_trim_drug_keeps_the_name_only(span, name):
+    assert trim_drug(span) == name
+
+
+@pytest.mark.parametrize("text", ["blood pressure medicine", "Can I", "to", "x 2", "Pt", "obs", "EtOH", "20 mg"])
+def test_shorthand_function_words_and_indication_products_are_not_drug_like(text):
+    assert not is_drug_like(text)
+
+
+def test_snap_trims_a_drug_to_its_name_and_the_trimmed_name_is_located():
+    from helpers.infer import make_record
+    report = {"id": "n1", "text": "Meds: zolpidem 5 mg qhs; my doxy 100mg BID. Pt c/o dizziness.",
+              "drugs": ["zolpidem", "doxy"], "adverse_events": ["dizziness"]}
+    raw = '{"drugs": ["zolpidem 5 mg qhs", "my doxy", "Pt"], "adverse_events": ["dizziness"]}'
+    rec = make_record(report, raw, 20, "stop", "s", "m", None, False)
+    assert rec["parsed"]["drugs"] == ["zolpidem", "doxy"]
+    assert rec["parsed_unsnapped"]["drugs"] == ["zolpidem 5 mg qhs", "my doxy", "Pt"]
+    located = {g["predicted"]: (g["start"], g["end"]) for g in rec["grounding"] if g["status"] == "exact"}
+    assert located["zolpidem"] == (6, 14) and located["doxy"] == (28, 32)

@@ -5,6 +5,7 @@ mostly for reports that name no drug. Step 5 drops them when it snaps a predicti
 (helpers.grounding.snap_record); the model's own list stays in `parsed_unsnapped`."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,29 +20,101 @@ PRODUCT_WORDS = frozenset({
     "prescription", "script", "water", "doctor", "patient", "consumer", "pharmacist", "nurse"})
 
 
+# Words around a drug name that are not part of it (guide: the name without its dose, release form,
+# dosage form, device, route, frequency or status); the note generator writes names beside them.
+RELEASE_FORMS = ("ER", "XR", "SR", "XL", "CR", "DR", "ODT", "EC")
+DOSAGE_FORMS = ("cream", "ointment", "gel", "lotion", "syrup", "susp", "suspension", "solution", "drops",
+                "tab", "tabs", "caps", "inhaler", "patch", "pen", "neb", "nebs", "spray", "elixir", "liquid")
+FREQUENCIES = ("daily", "qd", "qhs", "qam", "qpm", "hs", "bid", "tid", "qid", "prn", "nightly", "weekly",
+               "q4h", "q6h", "q8h", "q12h", "po", "iv", "im", "sq", "subq", "topical", "oral")
+STATUS_WORDS = ("d/c'd", "dc'd", "d/c", "held", "stopped", "started", "discontinued", "restarted", "switched")
+DOSE_WORDS = ("mg", "mcg", "g", "ml", "units", "iu", "dose", "doses", "low", "high", "half", "full", "am", "pm")
+MODIFIER_WORDS = frozenset(w.lower() for group in (RELEASE_FORMS, DOSAGE_FORMS, FREQUENCIES, STATUS_WORDS,
+                                                   DOSE_WORDS) for w in group) | PRODUCT_WORDS
+LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of pt's".split())
+# clinical-note shorthand and lab names: never a drug span on their own
+SHORTHAND = frozenset(
+    "pt pts obs plt plts hx sx dx tx f/u ros hpi cc a/p labs lab level levels etoh wbc hgb hb bp hr rr "
+    "temp spo2 lipase ast alt inr tsh a1c bnp troponin lft lfts cbc bmp cmp x".split())
+FUNCTION_WORDS = frozenset(
+    "a an the of in on at to and or with for from by my me i you he she it we they his her their its our your "
+    "this that some very is was were be been am are can could will would should do did does not no so "
+    "but if then just also too".split())
+DOSE_TOKEN = re.compile(r"^[\d.,/%]+(mg|mcg|g|ml|%|u)?$")
+
 SHIPPED_VOCAB = Path(__file__).resolve().parents[2] / "data" / "vocab"   # the repository's own copy
+
+
+def _vocab() -> vocabulary.Vocabulary:
+    """The study root's vocabulary, else the one shipped with the code (step 5 must not fail on a data-only root)."""
+    folder = vocabulary.vocab_dir()
+    return vocabulary.load(folder if (folder / vocabulary.FILES[0]).exists() else SHIPPED_VOCAB)
+
+
+@lru_cache(maxsize=1)
+def known_names() -> frozenset[str]:
+    """Normalised drug names of the vocabulary: a brand such as "Adderall XR" keeps its release form."""
+    return frozenset(normalize(n) for d in _vocab().drugs for k in ("generic", "brands", "misspellings")
+                     for n in (d.get(k) or "").split(";") if n)
 
 
 @lru_cache(maxsize=1)
 def non_drug_terms() -> frozenset[str]:
     """Normalised reaction terms (clinical, abbreviated, lay) and indications of the vocabulary in data/vocab
     (the study root's, else the one shipped with the code: step 5 must not fail on a data-only root)."""
-    folder = vocabulary.vocab_dir()
-    vocab = vocabulary.load(folder if (folder / vocabulary.FILES[0]).exists() else SHIPPED_VOCAB)
+    vocab = _vocab()
     terms = {t for r in vocab.reactions for t in (r.term, r.clinical, r.abbreviation, *r.lay, *r.clauses)}
     terms |= {t for c in vocab.classes.values() for t in c.indications}
     return frozenset(normalize(t) for t in terms if t) - {""}
 
 
+def _bare(token: str) -> str:
+    """A token lower-cased without the punctuation around it ("(qhs)," -> "qhs")."""
+    return token.lower().strip(".,;:()[]!\"-")
+
+
+def _not_name(token: str) -> bool:
+    """True for a word beside a drug name that is not part of it: a modifier word or a dose."""
+    bare = _bare(token)
+    return not bare or bare in MODIFIER_WORDS or bool(DOSE_TOKEN.match(bare))
+
+
+def trim_drug(text: str) -> str:
+    """The drug name inside a predicted drug string: leading possessives and trailing dose, form, route,
+    frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem qhs" -> "zolpidem",
+    "prednisone moon face" -> "prednisone"); what is left is still a stretch of the original string."""
+    toks = list(re.finditer(r"\S+", text))
+    if normalize(text) in known_names() or normalize(text) in non_drug_terms():
+        return text
+    while len(toks) > 1:
+        tail = next((k for k in (3, 2, 1) if k < len(toks)
+                     and normalize(" ".join(t.group() for t in toks[-k:])) in non_drug_terms()), 0)
+        if _not_name(toks[-1].group()):
+            toks.pop()
+        elif tail:
+            del toks[-tail:]
+        elif _bare(toks[0].group()) in LEADING_WORDS:
+            toks.pop(0)
+        else:
+            break
+    return text[toks[0].start():toks[-1].end()] if toks else text
+
+
 def is_drug_like(text: str) -> bool:
     """False for strings that cannot be a drug span: empty, an e-mail, a URL, a question, more than
-    MAX_WORDS words, a product word, or a reaction or indication of the vocabulary."""
+    MAX_WORDS words, a product or function word, note shorthand, a dose, or a reaction or indication
+    of the vocabulary (also with product words after it: "blood pressure medicine")."""
     norm = normalize(text)
     if not norm or "@" in text or "?" in text or "http" in norm or "www" in norm.split():
         return False
-    if len(norm.split()) > MAX_WORDS or norm in PRODUCT_WORDS:
+    words = norm.split()
+    if len(words) > MAX_WORDS or norm in MODIFIER_WORDS:
         return False
-    return norm not in non_drug_terms()
+    if all(w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w) for w in words):
+        return False
+    while len(words) > 1 and words[-1] in PRODUCT_WORDS:
+        words.pop()
+    return norm not in non_drug_terms() and " ".join(words) not in non_drug_terms()
 
 
 def in_address(text: str, start: int, end: int) -> bool:

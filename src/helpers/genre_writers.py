@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
+from .drug_like import RELEASE_FORMS
 from .genres import (HASHTAGS, NOTE_ABBREV, Ctx, _ae_segs, _cap, _dose, dose_pair, noisy)
 from .synthesize import Segment, fill, join_list
 
@@ -109,7 +110,9 @@ def _forum_extras(ctx: Ctx, base: dict) -> list[Sentence]:
     elif story.disease and rng.random() < 0.4:
         out.append(fill(rng.choice(FORUM_HELPS), base))
     if story.comeds:
-        out.append(fill(rng.choice(("also on {comeds}", "i also take {comeds}", "other meds: {comeds}")),
+        out.append(fill(rng.choice(("also on {comeds}", "i also take {comeds}", "other meds: {comeds}",
+                                    "they sent me home on a whole bag of pills: {comeds}",
+                                    "the rest of my list is {comeds}", "i'm on {comeds} as well")),
                         {"comeds": ctx.comeds()}))
     if story.not_taken:
         out.append(fill(rng.choice(("my doc wants to try {x} next if this doesn't settle",
@@ -177,7 +180,8 @@ def _chars(sents: list[Sentence]) -> int:
 SOCIAL_NAMED = ("{drug} has me {aes} rn {tags}", "day {day} on {drug}: {aes}. {tags}",
                 "{drug} side effects hitting hard, {aes} {tags}", "nobody warned me {drug} = {aes} {tags}",
                 "{aes} from {drug} lol {tags}", "switched to {drug} and now {aes}. great. {tags}",
-                "ngl {aes} on {drug} is real", "{day} wks on {drug}. {aes}. worth it?? {tags}")
+                "ngl {aes} on {drug} is real", "{day} wks on {drug}. {aes}. worth it?? {tags}",
+                "the {drug} {aes} hits different {tags}", "{day} month {drug} update: {aes} {tags}")
 SOCIAL_UNNAMED = ("{aes} from {drug} smh {tags}", "{drug} got me {aes} all day {tags}",
                   "new meds = {aes}. fun times {tags}", "lowkey think {drug} is giving me {aes} {tags}",
                   "day {day} of {drug} and {aes} already {tags}", "{day} days in: {aes}. thanks {drug} {tags}",
@@ -192,7 +196,10 @@ def social(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     """A social-media post: short, slang, hashtags, misspelled names."""
     rng, story = ctx.rng, ctx.story
     tags = " ".join(rng.sample(HASHTAGS, rng.choice((0, 1, 2, 3))))
-    base = {"drug": ctx.main(), "day": str(rng.randint(2, 30)), "tags": tags}
+    drug = ctx.main()
+    if story.named and " " not in drug[0][0] and rng.random() < 0.15:
+        drug = [("#", None)] + drug          # "#Wegovy": the name alone after the hash is still a drug span
+    base = {"drug": drug, "day": str(rng.randint(2, 30)), "tags": tags}
     if not story.events:
         bank = SOCIAL_NO_AE
         vals = base
@@ -264,16 +271,32 @@ def _note_disease(disease: str | None, rng: random.Random) -> str:
     return abbr if abbr and rng.random() < 0.6 else disease
 
 
+NOTE_FREQUENCIES = (" PO daily", " BID", "", " qhs", " TID", " daily", " prn", " q6h prn", " qam", " weekly")
+NOTE_STATUS = (" (d/c'd)", " - held", " - stopped", " (new)", " - on hold")
+NOTE_MED_HEADS = ("Meds:", "Home meds:", "Medications:", "Current meds:", "Meds on admission:")
+
+
+def _note_med_item(ctx: Ctx, d: Any) -> Sentence:
+    """One medication line: the name (the only label), then release form, dose, frequency, status."""
+    rng = ctx.rng
+    form = d.form or "tablet"
+    after = " " + rng.choice(RELEASE_FORMS) if form == "tablet" and rng.random() < 0.15 else ""
+    if rng.random() < 0.1:
+        after += rng.choice((" 1% cream", " gel", " susp", " syrup", " inhaler", " drops"))
+    after += " " + _dose(form, rng) + rng.choice(NOTE_FREQUENCIES)
+    if rng.random() < 0.1:
+        after += rng.choice(NOTE_STATUS)
+    return ctx.drug(d) + [(after, None)]
+
+
 def _note_meds(ctx: Ctx) -> Sentence:
-    """A medication list: drug spans without their doses."""
+    """A medication list: drug spans without their doses, forms or frequencies."""
     rng, story = ctx.rng, ctx.story
-    items: list[Sentence] = []
-    for d in ([story.suspects[0]] if story.named else []) + story.comeds:
-        items.append(ctx.drug(d) + [(" " + _dose(d.form, rng) + rng.choice((" PO daily", " BID", "", " qhs")), None)])
+    items = [_note_med_item(ctx, d) for d in ([story.suspects[0]] if story.named else []) + story.comeds]
     if not items:
         return []
-    sep = rng.choice(("; ", ", ", "\n- "))
-    out: Sentence = [("Meds:" + ("\n- " if sep == "\n- " else " "), None)]
+    sep = rng.choice(("; ", ", ", "\n- ", "\n"))
+    out: Sentence = [(rng.choice(NOTE_MED_HEADS) + (sep if sep.startswith("\n") else " "), None)]
     for i, it in enumerate(items):
         out += ([(sep, None)] if i else []) + it
     return out

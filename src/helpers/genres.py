@@ -51,6 +51,8 @@ STYLES: dict[str, GenreStyle] = {
                                 0.6, 0.3),
 }
 
+# how many co-medications a report lists when it lists any: notes and long posts carry medication lists
+COMED_COUNTS = {"clinical_note": (2, 3, 4, 5, 6, 7), "forum": (1, 1, 2, 3, 4, 5)}
 # conditions that, when clearly made worse, are a reaction ("worse anxiety")
 WORSENABLE = ("anxiety", "depression", "insomnia", "migraines", "headaches", "acid reflux", "heartburn",
               "nerve pain", "back pain", "pain", "chronic pain", "acne", "severe acne", "psoriasis", "eczema",
@@ -176,7 +178,7 @@ def plan_story(genre: str, drugs: Sequence[Drug], rng: random.Random) -> Story:
     """Choose drugs, events, disease, negated and hypothetical reactions for one report."""
     st = STYLES[genre]
     named = rng.random() >= st.p_no_drug
-    n_com = (rng.choice((1, 1, 2, 3)) if rng.random() < st.p_comed else 0) if named else 0
+    n_com = (rng.choice(COMED_COUNTS.get(genre, (1, 1, 2, 3))) if rng.random() < st.p_comed else 0) if named else 0
     picked: list[Drug] = []
     for d in rng.sample(list(drugs), min(len(drugs), 1 + n_com)):
         if not any({x.lower() for x in d.all_names} & {x.lower() for x in p.all_names} for p in picked):

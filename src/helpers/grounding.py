@@ -17,7 +17,7 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 from . import drug_like
-from .drug_like import is_drug_like
+from .drug_like import is_drug_like, trim_drug
 from .schemas import FIELDS, dedupe
 
 DEFAULT_FUZZY_THRESHOLD = 85.0
@@ -125,6 +125,7 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
     """The record with each case/fuzzy match replaced by the report's own text (then deduplicated),
     without drugs that the model also listed as adverse events (a span is one or the other;
     small models copy an event into both lists when a report names no drug, docs/design.md section 7)
+    with each drug trimmed to its name (helpers.drug_like.trim_drug: no dose, form or possessive)
     and without drugs that cannot be drug names (helpers.drug_like: reactions, indications, sentences,
     and, given the report `text`, strings found only inside an e-mail or web address)."""
     if parsed is None:
@@ -140,8 +141,8 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
     events = {e.casefold() for e in out["adverse_events"]}
     addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
                   and g["start"] is not None and drug_like.in_address(text, g["start"], g["end"])}
-    out["drugs"] = [d for d in out["drugs"]
-                    if d.casefold() not in events and is_drug_like(d) and d not in addresses]
+    kept = [d for d in out["drugs"] if d.casefold() not in events and d not in addresses]
+    out["drugs"] = dedupe([t for t in map(trim_drug, kept) if t.casefold() not in events and is_drug_like(t)])
     return out
 
 

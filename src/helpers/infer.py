@@ -19,7 +19,7 @@ from . import paths
 from .grounding import DEFAULT_FUZZY_THRESHOLD, ground_prediction, snap_record
 from .io import finish_publish, write_jsonl
 from .parsing import parse_output
-from .schemas import gold, gold_context, validate_prediction
+from .schemas import FIELDS, gold, gold_context, validate_prediction
 from .templates import encode, render_prompt
 
 VARIANTS = ("base", "lora")
@@ -154,6 +154,15 @@ def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_i
                           logits_processor=processors, **past)
 
 
+def new_strings(final: dict[str, list[str]] | None, grounding: list[dict[str, Any]]
+                ) -> dict[str, list[str]] | None:
+    """Strings snapping made (a drug trimmed to its name), so that they are located in the report too."""
+    if final is None:
+        return None
+    known = {(g["field"], s) for g in grounding for s in (g["predicted"], g["matched_text"])}
+    return {f: [x for x in final.get(f, []) if (f, x) not in known] for f in FIELDS}
+
+
 def make_record(report: dict[str, Any], raw: str, n_new_tokens: int, finish_reason: str,
                 system: str, model: str, adapter: str | None, constrained: str | bool,
                 snap: bool = True, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> dict[str, Any]:
@@ -161,6 +170,7 @@ def make_record(report: dict[str, Any], raw: str, n_new_tokens: int, finish_reas
     parsed, status = parse_output(raw)
     grounding = ground_prediction(parsed, report["text"], fuzzy_threshold)
     final = snap_record(parsed, grounding, report["text"]) if snap else parsed
+    grounding += ground_prediction(new_strings(final, grounding), report["text"], fuzzy_threshold)
     rec = {"id": report["id"], "text": report["text"], "gold": gold(report), "raw": raw,
            "parsed": final, "parse_ok": parsed is not None, "parse_status": status,
            "parsed_unsnapped": parsed, "snapped": bool(snap), "grounding": grounding,
