@@ -165,3 +165,9 @@ def test_snap_trims_a_drug_to_its_name_and_the_trimmed_name_is_located():
     assert rec["parsed_unsnapped"]["drugs"] == ["zolpidem 5 mg qhs", "my doxy", "Pt"]
     located = {g["predicted"]: (g["start"], g["end"]) for g in rec["grounding"] if g["status"] == "exact"}
     assert located["zolpidem"] == (6, 14) and located["doxy"] == (28, 32)
+
+
+def test_snap_drops_strings_without_a_content_word():
+    text = "Started with Zoloft 50 mg and now I have s bad nausea at night."
+    parsed = {"drugs": ["Zoloft", "50"], "adverse_events": ["with", "s", "now", "nausea", "50 mg"]}
+    assert snap_record(parsed, ground_prediction(parsed, text)) == {"drugs": ["Zoloft"], "adverse_events": ["nausea"]}

@@ -28,7 +28,8 @@ DOSAGE_FORMS = ("cream", "ointment", "gel", "lotion", "syrup", "susp", "suspensi
 FREQUENCIES = ("daily", "qd", "qhs", "qam", "qpm", "hs", "bid", "tid", "qid", "prn", "nightly", "weekly",
                "q4h", "q6h", "q8h", "q12h", "po", "iv", "im", "sq", "subq", "topical", "oral")
 STATUS_WORDS = ("d/c'd", "dc'd", "d/c", "held", "stopped", "started", "discontinued", "restarted", "switched")
-DOSE_WORDS = ("mg", "mcg", "g", "ml", "units", "iu", "dose", "doses", "low", "high", "half", "full", "am", "pm")
+UNITS = ("mg", "mcg", "g", "ml", "units", "iu")
+DOSE_WORDS = UNITS + ("dose", "doses", "low", "high", "half", "full", "am", "pm")
 MODIFIER_WORDS = frozenset(w.lower() for group in (RELEASE_FORMS, DOSAGE_FORMS, FREQUENCIES, STATUS_WORDS,
                                                    DOSE_WORDS) for w in group) | PRODUCT_WORDS
 LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of pt's".split())
@@ -39,7 +40,7 @@ SHORTHAND = frozenset(
 FUNCTION_WORDS = frozenset(
     "a an the of in on at to and or with for from by my me i you he she it we they his her their its our your "
     "this that some very is was were be been am are can could will would should do did does not no so "
-    "but if then just also too".split())
+    "but if then just also too now here there when while still much many more most far first last really".split())
 DOSE_TOKEN = re.compile(r"^[\d.,/%]+(mg|mcg|g|ml|%|u)?$")
 
 SHIPPED_VOCAB = Path(__file__).resolve().parents[2] / "data" / "vocab"   # the repository's own copy
@@ -98,6 +99,13 @@ def trim_drug(text: str) -> str:
         else:
             break
     return text[toks[0].start():toks[-1].end()] if toks else text
+
+
+def has_content(text: str) -> bool:
+    """False for a string no label can be: only function words, numbers, doses or single characters
+    (constrained decoding can stop a span after "with" or "s")."""
+    return any(len(w) > 1 and w not in FUNCTION_WORDS and w not in UNITS and not DOSE_TOKEN.match(w)
+               for w in normalize(text).split())
 
 
 def is_drug_like(text: str) -> bool:

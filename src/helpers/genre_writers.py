@@ -273,6 +273,8 @@ def _note_disease(disease: str | None, rng: random.Random) -> str:
 
 NOTE_FREQUENCIES = (" PO daily", " BID", "", " qhs", " TID", " daily", " prn", " q6h prn", " qam", " weekly")
 NOTE_STATUS = (" (d/c'd)", " - held", " - stopped", " (new)", " - on hold")
+NOTE_STARTS = ("Plan: start {x} {dose}.", "Switch to {x} to complete course.", "Add {x} {dose}.",
+               "{x} {dose} given, will reassess.", "P: start {x}, f/u 2 wks.", "Started {x} {dose} today.")
 NOTE_MED_HEADS = ("Meds:", "Home meds:", "Medications:", "Current meds:", "Meds on admission:")
 
 
@@ -289,10 +291,10 @@ def _note_med_item(ctx: Ctx, d: Any) -> Sentence:
     return ctx.drug(d) + [(after, None)]
 
 
-def _note_meds(ctx: Ctx) -> Sentence:
+def _note_meds(ctx: Ctx, listed: list[Any]) -> Sentence:
     """A medication list: drug spans without their doses, forms or frequencies."""
     rng, story = ctx.rng, ctx.story
-    items = [_note_med_item(ctx, d) for d in ([story.suspects[0]] if story.named else []) + story.comeds]
+    items = [_note_med_item(ctx, d) for d in ([story.suspects[0]] if story.named else []) + listed]
     if not items:
         return []
     sep = rng.choice(("; ", ", ", "\n- ", "\n"))
@@ -324,12 +326,15 @@ def clinical_note(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
                           {"neg": ", ".join(story.negated)}))
     if story.hypothetical:
         lines.append(fill("Counseled re: risk of {hyp}.", {"hyp": story.hypothetical[0]}))
-    meds = _note_meds(ctx)
+    started = story.comeds[-1:] if story.comeds and rng.random() < 0.4 else []
+    meds = _note_meds(ctx, story.comeds[:len(story.comeds) - len(started)])
     if meds and rng.random() < 0.8:
         lines.append(meds)
     else:
-        story.comeds = []
+        story.comeds = list(started)
     lines.append(_note_plan(ctx, segs, base))
+    if started:       # a drug started in the plan is taken from now on: a label like the listed ones
+        lines.append(fill(rng.choice(NOTE_STARTS), {"x": ctx.drug(started[0]), "dose": _dose(started[0].form, rng)}))
     if ctx.story.not_taken and rng.random() < 0.8:
         lines.append([(rng.choice(("Consider switch to ", "If no improvement, discuss ", "Pt asked about ")), None),
                       (ctx.not_taken(), None), (".", None)])

@@ -123,7 +123,7 @@ def ground_prediction(parsed: dict[str, list[str]] | None, text: str,
 def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, Any]],
                 text: str = "") -> dict[str, list[str]] | None:
     """The record with each case/fuzzy match replaced by the report's own text (then deduplicated),
-    without drugs that the model also listed as adverse events (a span is one or the other;
+    without strings that hold no content word (drug_like.has_content), without drugs that the model also listed as adverse events (a span is one or the other;
     small models copy an event into both lists when a report names no drug, docs/design.md section 7)
     with each drug trimmed to its name (helpers.drug_like.trim_drug: no dose, form or possessive)
     and without drugs that cannot be drug names (helpers.drug_like: reactions, indications, sentences,
@@ -137,7 +137,7 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
         for predicted in parsed.get(field, []):
             g = by_key.get((field, predicted))
             items.append(g["matched_text"] if g and g["status"] in ("case", "fuzzy") else predicted)
-        out[field] = dedupe(items)
+        out[field] = dedupe([x for x in items if drug_like.has_content(x)])
     events = {e.casefold() for e in out["adverse_events"]}
     addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
                   and g["start"] is not None and drug_like.in_address(text, g["start"], g["end"])}
