@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from helpers import greedy, infer, models
+from helpers import greedy, infer, models, prefill, prefix_cache
 from tiny_models import tiny_causal_lm
 from helpers.constrained import RecordLogitsProcessor
 
@@ -114,8 +114,9 @@ def test_past_the_sliding_window_it_says_why_and_predict_uses_generate(tok, capl
     assert greedy.unsupported(tiny_model("llama", vocab), 10_000, 96) is None
     ids, mask = left_padded(vocab)
     stops = frequent_stops(model, ids, mask)
+    rows = [row[row.ne(PAD).nonzero()[0, 0]:].tolist() for row in ids]      # no prompt token is PAD
     with torch.inference_mode(), caplog.at_level("WARNING", logger="helpers.greedy"):
-        got = infer._decode(model, ids, mask, stops, PAD, 12, LogitsProcessorList(), {}, "loop")
+        got = infer._decode(model, rows, PAD, stops, 12, LogitsProcessorList(), None, "loop")
     assert torch.equal(got, generate(model, ids, mask, stops, 12, LogitsProcessorList()))
     assert "sliding window" in caplog.text
 
@@ -132,3 +133,35 @@ def test_predict_records_are_the_same_with_either_decoder(tok, mode):
     assert [r["n_new_tokens"] for r in loop] == [r["n_new_tokens"] for r in plain]
     with pytest.raises(ValueError, match="decoder must be one of"):
         infer.predict(model, tok, spec, reports, decoder="beam", **kw)
+
+
+def test_groups_cost_the_fewest_positions():
+    assert prefill.plan_groups([5, 5, 5], overhead=100) == [[0, 1, 2]]
+    assert prefill.plan_groups([300, 10, 290, 12], overhead=10) == [[0, 2], [3, 1]]
+    assert sorted(i for g in prefill.plan_groups(list(range(1, 40)), 8) for i in g) == list(range(39))
+
+
+@pytest.mark.parametrize("mode", [False, "spans"])
+@pytest.mark.parametrize("model_type", ["llama", "gemma3"])
+def test_grouped_prefill_with_a_shared_prefix_gives_generates_tokens(tok, model_type, mode, monkeypatch):
+    monkeypatch.setattr(prefill, "GROUP_OVERHEAD", 8)                   # tiny prompts: groups pay sooner
+    vocab = len(tok)
+    model = tiny_model(model_type, vocab, window=128)
+    shared = torch.randint(3, vocab, (12,), generator=torch.Generator().manual_seed(5)).tolist()
+    rests, _ = left_padded(vocab, lengths=[3, 30, 2, 28, 5], seed=2)     # two length groups
+    prompts = [shared + row[row.ne(PAD)].tolist() for row in rests]
+    width = max(len(x) for x in prompts)
+    ids = torch.tensor([[PAD] * (width - len(x)) + x for x in prompts])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts])
+    assert len(prefill.plan_groups([len(x) - 12 for x in prompts])) == 2
+    stops = frequent_stops(model, ids, mask) if not mode else [2]
+    cap = 24 if not mode else 48
+    want = generate(model, ids, mask, stops, cap, processors(tok, mode, stops, width, cap, vocab))
+    given = prefix_cache.build(model, prompts)
+    for prefix in (None, given):
+        with torch.inference_mode():
+            got = greedy.decode(model, ids, mask, stops, PAD, cap, processors(tok, mode, stops, width, cap, vocab),
+                                prefix=prefix)
+        assert torch.equal(got, want), (model_type, mode, prefix is not None)
+    assert given.cache.get_seq_length() == 12                         # the shared prefix is never extended
+    assert greedy.unsupported(model, width, cap) is None

@@ -42,10 +42,13 @@ class BufferLayer(DynamicLayer):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Allocate the buffers at the first update (shape, dtype and device come from the model)."""
-        self.dtype, self.device = key_states.dtype, key_states.device
-        b, h, _, d = key_states.shape
-        self.k_buf = key_states.new_empty(b, h, self.capacity, d)
-        self.v_buf = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.allocate(key_states.shape[0], key_states, value_states)
+
+    def allocate(self, batch: int, like_keys: torch.Tensor, like_values: torch.Tensor) -> None:
+        """Buffers for `batch` rows, heads, head size, dtype and device as the given keys and values."""
+        self.dtype, self.device = like_keys.dtype, like_keys.device
+        self.k_buf = like_keys.new_empty(batch, like_keys.shape[1], self.capacity, like_keys.shape[3])
+        self.v_buf = like_values.new_empty(batch, like_values.shape[1], self.capacity, like_values.shape[3])
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
@@ -180,19 +183,26 @@ def compaction(going: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_ids: Sequence[int], pad: int,
-           max_new_tokens: int, processors: Any = None, drop_finished: bool = True) -> torch.Tensor:
+           max_new_tokens: int, processors: Any = None, drop_finished: bool = True,
+           grouped_prefill: bool = True, prefix: Any = None) -> torch.Tensor:
     """Greedy generation of a left-padded batch: prompt and new tokens, as `model.generate` returns them
-    (finished rows padded with `pad`, as many columns as the longest answer needed)."""
+    (finished rows padded with `pad`, as many columns as the longest answer needed). `grouped_prefill`
+    runs the prompts through helpers.prefill (shared prefix once, rows in length groups; `prefix`: a
+    prefix_cache.PrefixCache to reuse), else in one forward as generate does."""
     batch, width = input_ids.shape
     history = torch.full((batch, width + max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
     history[:, :width] = input_ids
     cache = buffer_cache(model, width + max_new_tokens)
-    mask = None if bool(attention.all()) else attention      # generate drops an all-ones mask
-    pos = positions(attention)
+    if grouped_prefill:
+        from . import prefill
+        logits, mask = prefill.run(model, input_ids, attention, cache, prefix)
+    else:
+        plain = None if bool(attention.all()) else attention
+        logits, mask = next_logits(model, input_ids, plain, positions(attention), cache), attention
+    mask = None if bool(mask.all()) else mask                 # generate drops an all-ones mask
+    last = positions(attention)[:, -1:]
     live = torch.arange(batch, device=input_ids.device)
     stops = torch.tensor(sorted(set(stop_ids)), device=input_ids.device)
-    logits = next_logits(model, input_ids, mask, pos, cache)
-    last = pos[:, -1:]
     unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
     for step in range(max_new_tokens):
         tokens = scored(processors, history[:, :width + step], logits, live).argmax(-1)

@@ -23,7 +23,7 @@ from .schemas import FIELDS, gold, gold_context, validate_prediction
 from .templates import encode, render_prompt
 
 VARIANTS = ("base", "lora")
-DECODERS = ("loop", "generate")   # helpers.greedy's loop (same tokens, faster) or transformers generate
+DECODERS = ("loop", "loop-plain-prefill", "generate")   # helpers.greedy (+ helpers.prefill) or transformers generate
 ADAPTER_CONFIG = "adapter_config.json"   # its presence marks a finished step-4 adapter
 
 
@@ -93,27 +93,16 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
                    texts: Sequence[str] | None = None, prefix: Any = None,
                    decoder: str = "loop") -> list[tuple[str, int, str]]:
     """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each.
-    With `prefix` (a prefix_cache.PrefixCache) the shared instruction prefix is not recomputed and,
-    within a sliding attention window, each report's tokens are prefilled without padding.
-    `decoder` "loop" runs helpers.greedy (same tokens, faster; `generate` where it cannot be sure),
-    "generate" transformers' own loop."""
+    `decoder` (DECODERS): "loop" runs helpers.greedy with helpers.prefill (the shared prefix once, rows
+    prefilled in groups of similar length), "loop-plain-prefill" the same loop after one plain forward,
+    "generate" transformers' own loop; the loops give way to `generate` where they cannot be sure.
+    `prefix` (a prefix_cache.PrefixCache) is the shared instruction prefix, computed once per split;
+    under `generate` each report's tokens are then also prefilled without padding (within a sliding window)."""
     from transformers import LogitsProcessorList
 
     ids = [encode(tokenizer, p) for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    past: dict[str, Any] = {}
-    if prefix is not None:
-        from .prefix_cache import batch_inputs, fits_window, packed_inputs
-        if fits_window(model, max(len(x) for x in ids)):
-            input_ids, attention, past["past_key_values"] = packed_inputs(model, prefix, ids, pad)
-        else:
-            input_ids, attention, past["past_key_values"] = batch_inputs(prefix, ids, pad)
-    else:
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
-        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
-    width = input_ids.shape[1]
-    device = next(model.parameters()).device
+    width = max(len(x) for x in ids)
     processors = LogitsProcessorList()
     if constrained:
         from .constrained import RecordLogitsProcessor
@@ -121,8 +110,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
         processors.append(RecordLogitsProcessor(tokenizer, vocab, stop_ids, width, max_new_tokens,
                                                 mode=constrained, texts=texts))
     with torch.inference_mode():
-        out = _decode(model, input_ids.to(device), attention.to(device), stop_ids, pad, max_new_tokens,
-                      processors, past, decoder)
+        out = _decode(model, ids, pad, stop_ids, max_new_tokens, processors, prefix, decoder)
     results = []
     stops = set(stop_ids)
     for row in out[:, width:].tolist():
@@ -133,21 +121,38 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
     return results
 
 
-def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_ids: Sequence[int], pad: int,
-            max_new_tokens: int, processors: Any, past: dict[str, Any], decoder: str) -> torch.Tensor:
-    """Prompt + new token ids of a batch from helpers.greedy's loop, or from `generate` where that loop
-    cannot guarantee the same tokens (said once per reason) or when asked for."""
-    from transformers import GenerationConfig
-
+def _decode(model: Any, ids: Sequence[Sequence[int]], pad: int, stop_ids: Sequence[int], max_new_tokens: int,
+            processors: Any, prefix: Any, decoder: str) -> torch.Tensor:
+    """Prompt + new token ids of a left-padded batch from helpers.greedy's loop, or from `generate` where
+    that loop cannot guarantee the same tokens (said once per reason) or when asked for."""
     from . import greedy
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
-    if decoder == "loop":
-        reason = "a prefix cache (prefix_cache=True)" if past else \
-            greedy.unsupported(model, input_ids.shape[1], max_new_tokens)
+    device = next(model.parameters()).device
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in ids], dtype=torch.long, device=device)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long, device=device)
+    if decoder != "generate":
+        reason = greedy.unsupported(model, width, max_new_tokens)
         if reason is None:
-            return greedy.decode(model, input_ids, attention, stop_ids, pad, max_new_tokens, processors)
+            return greedy.decode(model, input_ids, attention, stop_ids, pad, max_new_tokens, processors,
+                                 grouped_prefill=decoder == "loop", prefix=prefix)
         greedy.log_fallback(reason)
+    return _generate(model, ids, input_ids, attention, pad, stop_ids, max_new_tokens, processors, prefix)
+
+
+def _generate(model: Any, ids: Sequence[Sequence[int]], input_ids: torch.Tensor, attention: torch.Tensor, pad: int,
+              stop_ids: Sequence[int], max_new_tokens: int, processors: Any, prefix: Any) -> torch.Tensor:
+    """transformers generate, greedy, from plain left padding or from the prefix cache's layouts."""
+    from transformers import GenerationConfig
+
+    past: dict[str, Any] = {}
+    if prefix is not None:
+        from .prefix_cache import batch_inputs, fits_window, packed_inputs
+        layout = packed_inputs(model, prefix, ids, pad) if fits_window(model, input_ids.shape[1]) \
+            else batch_inputs(prefix, ids, pad)
+        input_ids, attention, past["past_key_values"] = (x.to(input_ids.device) if torch.is_tensor(x) else x
+                                                        for x in layout)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                               eos_token_id=list(stop_ids), pad_token_id=pad)
     return model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
