@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from helpers import greedy, infer, models
+from helpers import greedy, infer, models, prefill, prefix_cache
 from helpers.templates import encode, render_prompt
 
 TIMES: dict[str, list[float]] = defaultdict(list)
@@ -61,15 +61,19 @@ def main() -> None:
     greedy.next_logits = timed("forward", greedy.next_logits)
     greedy.scored = timed("processors", greedy.scored)
     greedy.compaction = timed("compaction", greedy.compaction)
+    prefill.run = timed("prefill", prefill.run)
     started = time.perf_counter()
     out = infer.generate_batch(model, tok, prompts, stops, args.max_new_tokens, constrained=mode,
                                texts=[r["text"] for r in reports])
     total = time.perf_counter() - started
-    fwd = TIMES["forward"]
+    groups = prefill.plan_groups([n - len(prefix_cache.common_prefix([encode(tok, p) for p in prompts]))
+                                  for n in lengths])
+    fwd = TIMES["forward"][len(groups) - 1:]     # the group forwards but the last one: prefill
     print(f"{args.model}{'+lora' if args.adapter else ''}, {len(prompts)} reports in one batch, prompt tokens "
           f"{min(lengths)}-{max(lengths)}, {args.constrained}, torch threads {torch.get_num_threads()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"total {total:.1f} s: prefill {fwd[0]:.1f} s, {len(fwd) - 1} decoding forwards {sum(fwd[1:]):.1f} s "
+    print(f"total {total:.1f} s: prefill {TIMES['prefill'][0]:.1f} s ({len(groups)} length groups), "
+          f"{len(fwd) - 1} decoding forwards {sum(fwd[1:]):.1f} s "
           f"(first {1000 * fwd[1]:.0f} ms, last {1000 * fwd[-1]:.0f} ms), processors {sum(TIMES['processors']):.1f} s, "
           f"compaction {1000 * sum(TIMES['compaction']):.0f} ms; new tokens mean "
           f"{sum(n for _, n, _ in out) / len(out):.1f}, max {max(n for _, n, _ in out)}")
