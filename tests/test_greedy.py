@@ -165,3 +165,19 @@ def test_grouped_prefill_with_a_shared_prefix_gives_generates_tokens(tok, model_
         assert torch.equal(got, want), (model_type, mode, prefix is not None)
     assert given.cache.get_seq_length() == 12                         # the shared prefix is never extended
     assert greedy.unsupported(model, width, cap) is None
+
+
+@pytest.mark.parametrize("mode", ["schema", "spans"])
+@pytest.mark.parametrize("model_type", ["llama", "gemma3"])
+def test_head_narrowed_to_the_allowed_tokens_gives_generates_tokens(tok, model_type, mode):
+    vocab = len(tok)
+    model = tiny_model(model_type, vocab)
+    ids, mask = left_padded(vocab)
+    cap, width = 40, ids.shape[1]
+    only = lambda: LogitsProcessorList([RecordLogitsProcessor(tok, vocab, [2], width, cap, mode=mode, texts=TEXTS)])
+    assert greedy.narrow_head(model, only()) is model.lm_head
+    assert greedy.narrow_head(model, processors(tok, mode, [2], width, cap, vocab)) is None   # a second processor
+    want = generate(model, ids, mask, [2], cap, only())
+    with torch.inference_mode():
+        got = greedy.decode(model, ids, mask, [2], PAD, cap, only())
+    assert torch.equal(got, want)

@@ -403,7 +403,15 @@ class RecordLogitsProcessor(LogitsProcessor):
     def score_rows(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
                    rows: Sequence[int] | None = None) -> torch.FloatTensor:
         """As a call, for some rows of the batch only (`rows`: their numbers in the first call's batch),
-        so a decoding loop that drops finished rows (helpers.greedy) keeps every row's own state.
+        so a decoding loop that drops finished rows (helpers.greedy) keeps every row's own state."""
+        allowed = self.allowed_rows(input_ids, scores.shape[1], rows)
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+    def allowed_rows(self, input_ids: torch.LongTensor, vocab: int, rows: Sequence[int] | None = None
+                     ) -> torch.Tensor:
+        """Which tokens each row may take next ([rows, vocab] bool; all for finished rows), after taking in
+        the rows' last tokens: what a call masks, without the scores (helpers.greedy then computes the
+        output head only for tokens some row may take: in spans mode a few hundred, not the vocabulary).
         Runs on one thread: its many small vocabulary-wide tensor ops are each split across torch's
         OpenMP threads, and on a busy machine every split waits for a descheduled thread (measured on
         2 shared cores: 50-110 ms per step on 2 threads, 3-4 ms on 1; benchmarks/infer_throughput.py)."""
@@ -411,12 +419,12 @@ class RecordLogitsProcessor(LogitsProcessor):
         if threads > 1:
             torch.set_num_threads(1)
         try:
-            return self._masked(input_ids, scores, list(range(input_ids.shape[0])) if rows is None else list(rows))
+            return self._allowed(input_ids, vocab, list(range(input_ids.shape[0])) if rows is None else list(rows))
         finally:
             if threads > 1:
                 torch.set_num_threads(threads)
 
-    def _masked(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, rows: list[int]) -> torch.FloatTensor:
+    def _allowed(self, input_ids: torch.LongTensor, vocab: int, rows: list[int]) -> torch.Tensor:
         generated = input_ids.shape[1] - self.prompt_len
         if self.states is None:
             batch = input_ids.shape[0]
@@ -432,7 +440,6 @@ class RecordLogitsProcessor(LogitsProcessor):
             for row, token in zip(rows, input_ids[:, -1].tolist()):
                 self._advance(row, token)
         remaining = self.max_new_tokens - generated  # tokens left including this one
-        vocab = scores.shape[1]
         allowed = torch.ones(len(rows), vocab, dtype=torch.bool)
         for i, row in enumerate(rows):
             if self.done[row]:
@@ -450,7 +457,7 @@ class RecordLogitsProcessor(LogitsProcessor):
             if self.mode == "spans":
                 ok = self._span_mask(row, ok, remaining)
             allowed[i] = ok
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+        return allowed
 
 
 def describe(tables: TokenTables) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 log = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
 LAYER_TYPES = ("full_attention", "sliding_attention")
+NARROW_SHARE = 8        # the head is narrowed to the allowed tokens when they are under 1/8 of the vocabulary
 # generation-config fields that make `generate` add logits processors of its own (beyond the caller's)
 PROCESSOR_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
                     "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
@@ -151,6 +152,52 @@ def next_logits(model: Any, ids: torch.Tensor, attention: torch.Tensor | None, p
     return out.logits[:, -1].to(copy=True, dtype=torch.float32)
 
 
+def narrow_head(model: Any, processors: Any) -> torch.nn.Linear | None:
+    """The output head, when the loop may compute it for the allowed tokens only: one processor that
+    says which tokens each row may take (constrained decoding) and a plain head (a linear layer without
+    bias or logit soft-capping, after the decoder body `model.model`); else None."""
+    procs = list(processors or [])
+    if len(procs) != 1 or not hasattr(procs[0], "allowed_rows"):
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head, body = getattr(base, "lm_head", None), getattr(base, "model", None)
+    if type(head) is not torch.nn.Linear or head.bias is not None or body is None:
+        return None
+    configs = (base.config, base.config.get_text_config(decoder=True))
+    if any(getattr(c, "final_logit_softcapping", None) is not None for c in configs):
+        return None
+    return head
+
+
+def next_hidden(model: Any, ids: torch.Tensor, attention: torch.Tensor | None, pos: torch.Tensor,
+                cache: Cache) -> torch.Tensor:
+    """One forward of the decoder body only (the causal LM's forward less its head): the last position's
+    hidden state, [rows, 1, hidden]."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = base.model(input_ids=ids.contiguous(), attention_mask=attention, position_ids=pos.contiguous(),
+                     past_key_values=cache, use_cache=True, return_dict=True)
+    return out.last_hidden_state[:, -1:]
+
+
+def choose(processors: Any, history: torch.Tensor, live: torch.Tensor, logits: torch.Tensor | None,
+           hidden: torch.Tensor | None, head: torch.nn.Linear | None) -> torch.Tensor:
+    """The greedy tokens of the live rows: from full logits; or, from the hidden state, through the head's
+    rows of the tokens some row may take (in spans mode a few hundred of 49-262k: the head was 20-60% of
+    a step's weights), the whole head when that set is large."""
+    if hidden is None:
+        return scored(processors, history, logits, live).argmax(-1)
+    whole = len(live) == history.shape[0]
+    allowed = processors[0].allowed_rows(history if whole else history[live], head.weight.shape[0],
+                                         None if whole else live.tolist())
+    allowed = allowed.to(hidden.device)
+    cols = allowed.any(0).nonzero().flatten()
+    if len(cols) * NARROW_SHARE > allowed.shape[1]:
+        full = head(hidden)[:, -1].to(copy=True, dtype=torch.float32)
+        return full.masked_fill(~allowed, float("-inf")).argmax(-1)
+    part = torch.nn.functional.linear(hidden[:, -1], head.weight[cols]).to(torch.float32)
+    return cols[part.masked_fill(~allowed[:, cols], float("-inf")).argmax(-1)]
+
+
 def scored(processors: Any, history: torch.Tensor, logits: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
     """The processed scores of the live rows (`live`: their row numbers in the batch). A processor with
     `score_rows` (constrained decoding) sees the live rows only, with their numbers, so it keeps each
@@ -184,11 +231,12 @@ def compaction(going: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_ids: Sequence[int], pad: int,
            max_new_tokens: int, processors: Any = None, drop_finished: bool = True,
-           grouped_prefill: bool = True, prefix: Any = None) -> torch.Tensor:
+           grouped_prefill: bool = True, prefix: Any = None, narrow: bool = True) -> torch.Tensor:
     """Greedy generation of a left-padded batch: prompt and new tokens, as `model.generate` returns them
     (finished rows padded with `pad`, as many columns as the longest answer needed). `grouped_prefill`
     runs the prompts through helpers.prefill (shared prefix once, rows in length groups; `prefix`: a
-    prefix_cache.PrefixCache to reuse), else in one forward as generate does."""
+    prefix_cache.PrefixCache to reuse), else in one forward as generate does. `narrow` computes the output
+    head for the tokens the constrained processor allows only (`narrow_head`)."""
     batch, width = input_ids.shape
     history = torch.full((batch, width + max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
     history[:, :width] = input_ids
@@ -204,8 +252,10 @@ def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_id
     live = torch.arange(batch, device=input_ids.device)
     stops = torch.tensor(sorted(set(stop_ids)), device=input_ids.device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
+    head = narrow_head(model, processors) if narrow else None
+    hidden = None
     for step in range(max_new_tokens):
-        tokens = scored(processors, history[:, :width + step], logits, live).argmax(-1)
+        tokens = choose(processors, history[:, :width + step], live, logits, hidden, head)
         tokens = torch.where(unfinished, tokens, pad)          # generate pads rows that have finished
         history[live, width + step] = tokens
         unfinished &= ~torch.isin(tokens, stops)
@@ -220,5 +270,8 @@ def decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, stop_id
         if mask is not None:
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
         last = last + 1
-        logits = next_logits(model, tokens[:, None], mask, last, cache)
+        if head is None:
+            logits = next_logits(model, tokens[:, None], mask, last, cache)
+        else:
+            hidden = next_hidden(model, tokens[:, None], mask, last, cache)
     return history
