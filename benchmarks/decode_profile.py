@@ -59,7 +59,8 @@ def main() -> None:
     mode = infer.constrained_mode(args.constrained)
     infer.generate_batch(model, tok, prompts[:2], stops, 24, constrained=mode, texts=[r["text"] for r in reports[:2]])
     greedy.next_logits = timed("forward", greedy.next_logits)
-    greedy.scored = timed("processors", greedy.scored)
+    greedy.next_hidden = timed("forward", greedy.next_hidden)
+    greedy.choose = timed("choose", greedy.choose)
     greedy.compaction = timed("compaction", greedy.compaction)
     prefill.run = timed("prefill", prefill.run)
     started = time.perf_counter()
@@ -74,28 +75,43 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"total {total:.1f} s: prefill {TIMES['prefill'][0]:.1f} s ({len(groups)} length groups), "
           f"{len(fwd) - 1} decoding forwards {sum(fwd[1:]):.1f} s "
-          f"(first {1000 * fwd[1]:.0f} ms, last {1000 * fwd[-1]:.0f} ms), processors {sum(TIMES['processors']):.1f} s, "
+          f"(first {1000 * fwd[1]:.0f} ms, last {1000 * fwd[-1]:.0f} ms), choosing tokens (processor, head) {sum(TIMES['choose']):.1f} s, "
           f"compaction {1000 * sum(TIMES['compaction']):.0f} ms; new tokens mean "
           f"{sum(n for _, n, _ in out) / len(out):.1f}, max {max(n for _, n, _ in out)}")
-    profile_steps(model, tok, prompts, stops, args.steps)
+    profile_steps(model, tok, reports, prompts, stops, mode, args.steps)
 
 
-def profile_steps(model: Any, tok: Any, prompts: list[str], stops: list[int], steps: int) -> None:
-    """torch.profiler's table of `steps` decoding forwards of the whole batch (prefill excluded)."""
+def profile_steps(model: Any, tok: Any, reports: list[dict], prompts: list[str], stops: list[int], mode: Any,
+                  steps: int) -> None:
+    """torch.profiler's table of `steps` decoding steps of the whole batch (prefill excluded), as the
+    loop runs them: choose the tokens (processor, head), then one forward of the decoder body."""
     from torch.profiler import ProfilerActivity, profile
+    from transformers import LogitsProcessorList
+    from helpers.constrained import RecordLogitsProcessor
     ids = [encode(tok, p) for p in prompts]
     width = max(len(x) for x in ids)
     input_ids = torch.tensor([[stops[0]] * (width - len(x)) + x for x in ids])
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-    cache = greedy.buffer_cache(model, width + steps + 1)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    procs = LogitsProcessorList()
+    if mode:
+        vocab = model.get_output_embeddings().weight.shape[0]
+        procs.append(RecordLogitsProcessor(tok, vocab, stops, width, 96, mode=mode, texts=[r["text"] for r in reports]))
+    head = greedy.narrow_head(model, procs)
+    cache = greedy.buffer_cache(model, width + steps + 2)
+    live = torch.arange(len(ids))
     with torch.inference_mode():
-        logits = greedy.next_logits(model, input_ids, mask, greedy.positions(mask), cache)
-        last = greedy.positions(mask)[:, -1:]
+        logits, mask = prefill.run(model, input_ids, attention, cache)
+        history, last, hidden = input_ids, greedy.positions(attention)[:, -1:], None
+        tokens = greedy.choose(procs, history, live, logits, None, head)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
-                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
-                last = last + 1
-                logits = greedy.next_logits(model, logits.argmax(-1)[:, None], mask, last, cache)
+                history = torch.cat([history, tokens[:, None]], dim=-1)
+                mask, last = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1), last + 1
+                if head is None:
+                    logits = greedy.next_logits(model, tokens[:, None], mask, last, cache)
+                else:
+                    hidden = greedy.next_hidden(model, tokens[:, None], mask, last, cache)
+                tokens = greedy.choose(procs, history, live, logits, hidden, head)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
 
 
