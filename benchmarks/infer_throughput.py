@@ -163,6 +163,7 @@ def main() -> None:
                     help="compare: new also caches the shared prefix and prefills reports without padding")
     ap.add_argument("--decoder", default="loop", choices=infer.DECODERS, help="compare: new's decoding loop")
     ap.add_argument("--control", action="store_true", help="compare: also generate at new's batch")
+    ap.add_argument("--constrained", default=None, help="compare: off, schema or spans instead of the profile's")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
     ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
     ap.add_argument("--seed", type=int, default=13)
@@ -178,7 +179,7 @@ def main() -> None:
             params = step_settings(args.profile, "05_infer", key)
             batch = args.batch_size or int(params["batch_size"])
             cap = args.max_new_tokens or int(params["max_new_tokens"])
-            mode = infer.constrained_mode(params["constrained"])
+            mode = infer.constrained_mode(params["constrained"] if args.constrained is None else args.constrained)
             rows += compare(key, study_reports(args.n, args.seed, args.profile), mode, batch, cap, args.adapter,
                             args.today_batch_size, args.prefix_cache, args.decoder, args.control)
         print(f"{args.n} generated test reports (genre mix of profile {args.profile}), torch threads {torch.get_num_threads()}, "
