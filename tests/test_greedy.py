@@ -181,3 +181,46 @@ def test_head_narrowed_to_the_allowed_tokens_gives_generates_tokens(tok, model_t
     with torch.inference_mode():
         got = greedy.decode(model, ids, mask, [2], PAD, cap, only())
     assert torch.equal(got, want)
+
+
+# ---- real models (offline cache) ---------------------------------------------------------------
+LONG = ("Case report: a 67-year-old woman with hypertension and type 2 diabetes was started on lisinopril 10 mg "
+        "daily alongside her metformin. Three weeks later she presented with a persistent dry cough, swelling of "
+        "the lips and tongue, and dizziness on standing. Lisinopril was stopped and the swelling resolved within "
+        "two days, although the cough persisted for a month. She had no fever, rash or shortness of breath, and "
+        "metformin was continued without problems.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["smollm2-135m", "gemma3-270m"])
+def test_real_model_loop_gives_generates_outputs(key, monkeypatch):
+    """Step 5 on a real offline model: the loop (shared prefix, length groups, narrowed head) writes
+    exactly what generate writes, in every constrained mode, with and without the split's prefix cache."""
+    model = models.load_model(key)
+    tok = models.set_padding_side(models.load_tokenizer(key), "generation")
+    spec = models.get_spec(key)
+    reports = [{"id": f"r{i}", "text": t, "drugs": [], "adverse_events": []} for i, t in enumerate(TEXTS + [LONG])]
+    monkeypatch.setattr(prefill, "GROUP_OVERHEAD", 16)                 # the long report gets its own group
+    seen, lengths = {"groups": 0, "narrowed": 0}, {}
+    group_cache, head_argmax = prefill.group_cache, greedy.head_argmax
+
+    def count_groups(*args, **kwargs):
+        seen["groups"] += 1
+        return group_cache(*args, **kwargs)
+
+    def count_narrowed(hidden, head, allowed, cols):
+        seen["narrowed"] += cols is not None
+        return head_argmax(hidden, head, allowed, cols)
+
+    monkeypatch.setattr(prefill, "group_cache", count_groups)
+    monkeypatch.setattr(greedy, "head_argmax", count_narrowed)
+    for mode in (False, "schema", "spans"):
+        kw = dict(batch_size=len(reports), max_new_tokens=64, constrained=mode, progress=False)
+        want = infer.predict(model, tok, spec, reports, decoder="generate", **kw)
+        for cached in (False, True):
+            got = infer.predict(model, tok, spec, reports, decoder="loop", prefix_cache=cached, **kw)
+            assert [r["raw"] for r in got] == [r["raw"] for r in want], (key, mode, cached)
+            assert [r["n_new_tokens"] for r in got] == [r["n_new_tokens"] for r in want]
+        lengths[mode] = [r["n_new_tokens"] for r in want]
+    assert any(len(set(n)) >= 2 for n in lengths.values()), lengths          # rows finish at different steps
+    assert seen["groups"] >= 2 * 3 * 2 and seen["narrowed"] > 0

@@ -425,6 +425,7 @@ class RecordLogitsProcessor(LogitsProcessor):
                 torch.set_num_threads(threads)
 
     def _allowed(self, input_ids: torch.LongTensor, vocab: int, rows: list[int]) -> torch.Tensor:
+        """allowed_rows' work on the current thread count: advance each row by its last token, then mask."""
         generated = input_ids.shape[1] - self.prompt_len
         if self.states is None:
             batch = input_ids.shape[0]
