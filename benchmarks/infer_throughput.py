@@ -117,18 +117,20 @@ def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max
                       progress=False, **{**kw, "batch_size": 2})
     rows, raws = [], {}
     for label, kw in settings.items():
+        cpu = time.process_time()
         records, seconds = infer.timed_predict(model, tok, spec, reports, max_new_tokens=max_new_tokens,
                                                constrained=mode, progress=False, **kw)
         raws[label] = [r["raw"] for r in records]
         s = infer.summarize(records, seconds)
         rows.append({"model": model_key + ("+lora" if adapter else ""), "config": label,
                      "settings": ", ".join(f"{k}={v}" for k, v in kw.items()), "constrained": mode or "off",
-                     "reports": s["reports"], "seconds": s["seconds"],
+                     "reports": s["reports"], "seconds": s["seconds"], "cpu_s": round(time.process_time() - cpu, 1),
                      "reports_per_s": s["reports_per_s"], "parse_rate": s["parse_rate"],
                      "mean_new_tokens": s["mean_new_tokens"]})
     for row, label in zip(rows[1:], list(settings)[1:]):
         same = sum(a == b for a, b in zip(raws["today"], raws[label]))
         row["speedup"] = round(row["reports_per_s"] / rows[0]["reports_per_s"], 2)
+        row["cpu_speedup"] = round(rows[0]["cpu_s"] / row["cpu_s"], 2)      # less noisy on a shared machine
         row["identical_outputs"] = f"{same}/{len(reports)}"
     return rows
 
