@@ -144,7 +144,8 @@ def test_snap_drops_a_drug_found_only_inside_an_address():
     ("zolpidem qhs", "zolpidem"), ("metforman er", "metforman"), ("my doxy", "doxy"),
     ("clindamycin 1% cream", "clindamycin"), ("lisinopril d/c'd", "lisinopril"),
     ("hydromorphone low dose", "hydromorphone"), ("prednisone moon face", "prednisone"),
-    ("Symbicort inhaler", "Symbicort"), ("Lipitor 20mg", "Lipitor"),
+    ("Symbicort inhaler", "Symbicort"), ("Lipitor 20mg", "Lipitor"), ("metformin ER", "metformin"),
+    ("Wellbutrin XL", "Wellbutrin XL"), ("Wellbutrin XL 150 mg", "Wellbutrin XL"),
     ("budesonide and formoterol", "budesonide and formoterol"), ("vitamin D", "vitamin D"), ("5-FU", "5-FU")])
 def test_trim_drug_keeps_the_name_only(span, name):
     assert trim_drug(span) == name

@@ -83,13 +83,16 @@ def _not_name(token: str) -> bool:
 def trim_drug(text: str) -> str:
     """The drug name inside a predicted drug string: leading possessives and trailing dose, form, route,
     frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem qhs" -> "zolpidem",
-    "prednisone moon face" -> "prednisone"); what is left is still a stretch of the original string."""
+    "metforman er" -> "metforman", "prednisone moon face" -> "prednisone"), but a capitalised brand keeps
+    its release form ("Wellbutrin XL"); what is left is still a stretch of the original string."""
     toks = list(re.finditer(r"\S+", text))
     if normalize(text) in known_names() or normalize(text) in non_drug_terms():
         return text
     while len(toks) > 1:
         tail = next((k for k in (3, 2, 1) if k < len(toks)
                      and normalize(" ".join(t.group() for t in toks[-k:])) in non_drug_terms()), 0)
+        if _bare(toks[-1].group()).upper() in RELEASE_FORMS and toks[-2].group()[:1].isupper():
+            break                                  # "Wellbutrin XL": a brand's release form is its name
         if _not_name(toks[-1].group()):
             toks.pop()
         elif tail:

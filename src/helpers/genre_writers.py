@@ -282,13 +282,15 @@ def _note_med_item(ctx: Ctx, d: Any) -> Sentence:
     """One medication line: the name (the only label), then release form, dose, frequency, status."""
     rng = ctx.rng
     form = d.form or "tablet"
-    after = " " + rng.choice(RELEASE_FORMS) if form == "tablet" and rng.random() < 0.15 else ""
+    name = ctx.drug(d)
+    lower = name[0][0][:1].islower()    # after a capitalised brand a release form is part of its name
+    after = " " + rng.choice(RELEASE_FORMS) if form == "tablet" and lower and rng.random() < 0.15 else ""
     if rng.random() < 0.1:
         after += rng.choice((" 1% cream", " gel", " susp", " syrup", " inhaler", " drops"))
     after += " " + _dose(form, rng) + rng.choice(NOTE_FREQUENCIES)
     if rng.random() < 0.1:
         after += rng.choice(NOTE_STATUS)
-    return ctx.drug(d) + [(after, None)]
+    return name + [(after, None)]
 
 
 def _note_meds(ctx: Ctx, listed: list[Any]) -> Sentence:
