@@ -35,7 +35,7 @@ MODIFIER_WORDS = frozenset(w.lower() for group in (RELEASE_FORMS, DOSAGE_FORMS, 
 LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of pt's".split())
 # clinical-note shorthand and lab names: never a drug span on their own
 SHORTHAND = frozenset(
-    "pt pts obs plt plts hx sx dx tx f/u ros hpi cc a/p labs lab level levels etoh wbc hgb hb bp hr rr "
+    "pt pts obs plt plts hx sx dx tx ros hpi cc labs lab level levels etoh wbc hgb hb bp hr rr "
     "temp spo2 lipase ast alt inr tsh a1c bnp troponin lft lfts cbc bmp cmp x".split())
 FUNCTION_WORDS = frozenset(
     "a an the of in on at to and or with for from by my me i you he she it we they his her their its our your "
@@ -61,8 +61,7 @@ def known_names() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def non_drug_terms() -> frozenset[str]:
-    """Normalised reaction terms (clinical, abbreviated, lay) and indications of the vocabulary in data/vocab
-    (the study root's, else the one shipped with the code: step 5 must not fail on a data-only root)."""
+    """Normalised reaction terms (clinical, abbreviated, lay) and indications of the vocabulary."""
     vocab = _vocab()
     terms = {t for r in vocab.reactions for t in (r.term, r.clinical, r.abbreviation, *r.lay, *r.clauses)}
     terms |= {t for c in vocab.classes.values() for t in c.indications}
@@ -80,22 +79,27 @@ def _not_name(token: str) -> bool:
     return not bare or bare in MODIFIER_WORDS or bool(DOSE_TOKEN.match(bare))
 
 
+def _reaction_tail(toks: list[re.Match]) -> int:
+    """How many of the last (up to 3) words form a reaction or indication of the vocabulary; 0 if none."""
+    return next((k for k in (3, 2, 1) if k < len(toks)
+                 and normalize(" ".join(t.group() for t in toks[-k:])) in non_drug_terms()), 0)
+
+
 def trim_drug(text: str) -> str:
     """The drug name inside a predicted drug string: leading possessives and trailing dose, form, route,
     frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem qhs" -> "zolpidem",
     "metforman er" -> "metforman", "prednisone moon face" -> "prednisone"), but a capitalised brand keeps
     its release form ("Wellbutrin XL"); what is left is still a stretch of the original string."""
-    toks = list(re.finditer(r"\S+", text))
-    if normalize(text) in known_names() or normalize(text) in non_drug_terms():
+    norm = normalize(text)
+    if norm in known_names() or norm in non_drug_terms():
         return text
+    toks = list(re.finditer(r"\S+", text))
     while len(toks) > 1:
-        tail = next((k for k in (3, 2, 1) if k < len(toks)
-                     and normalize(" ".join(t.group() for t in toks[-k:])) in non_drug_terms()), 0)
-        if _bare(toks[-1].group()).upper() in RELEASE_FORMS and toks[-2].group()[:1].isupper():
+        last = toks[-1].group()
+        if _bare(last).upper() in RELEASE_FORMS and toks[-2].group()[:1].isupper():
             break                                  # "Wellbutrin XL": a brand's release form is its name
-        if _not_name(toks[-1].group()):
-            toks.pop()
-        elif tail:
+        tail = 1 if _not_name(last) else _reaction_tail(toks)
+        if tail:
             del toks[-tail:]
         elif _bare(toks[0].group()) in LEADING_WORDS:
             toks.pop(0)
@@ -119,7 +123,7 @@ def is_drug_like(text: str) -> bool:
     if not norm or "@" in text or "?" in text or "http" in norm or "www" in norm.split():
         return False
     words = norm.split()
-    if len(words) > MAX_WORDS or norm in MODIFIER_WORDS:
+    if len(words) > MAX_WORDS:
         return False
     if all(w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w) for w in words):
         return False

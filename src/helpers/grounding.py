@@ -122,12 +122,13 @@ def ground_prediction(parsed: dict[str, list[str]] | None, text: str,
 
 def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, Any]],
                 text: str = "") -> dict[str, list[str]] | None:
-    """The record with each case/fuzzy match replaced by the report's own text (then deduplicated),
-    without strings that hold no content word (drug_like.has_content), without drugs that the model also listed as adverse events (a span is one or the other;
-    small models copy an event into both lists when a report names no drug, docs/design.md section 7)
-    with each drug trimmed to its name (helpers.drug_like.trim_drug: no dose, form or possessive)
-    and without drugs that cannot be drug names (helpers.drug_like: reactions, indications, sentences,
-    and, given the report `text`, strings found only inside an e-mail or web address)."""
+    """The record with each case/fuzzy match replaced by the report's own text (then deduplicated) and
+    without strings that hold no content word (helpers.drug_like.has_content). Drugs are then trimmed
+    to their names (drug_like.trim_drug: no dose, form or possessive) and dropped when the model also
+    listed them as adverse events (a span is one or the other; small models copy an event into both
+    lists when a report names no drug, docs/design.md section 7), when they cannot be drug names
+    (drug_like.is_drug_like: reactions, indications, shorthand, sentences) or, given the report
+    `text`, when they are found only inside an e-mail or web address."""
     if parsed is None:
         return None
     by_key = {(g["field"], g["predicted"]): g for g in grounding}
