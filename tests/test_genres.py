@@ -228,3 +228,54 @@ def test_clinical_notes_list_several_drugs_beside_doses_forms_and_frequencies(bu
                 after = r["text"][s["end"]:s["end"] + 4].strip().split(" ")[0].lower()
                 beside += after in {"er", "xr", "sr", "xl", "cr", "dr", "odt", "ec", "1%", "gel", "susp", "syrup"}
     assert beside > 5, beside
+
+
+def _drug_spans(r):
+    return [s for s in r["spans"] if s["label"] == "drug"]
+
+
+def test_later_mentions_by_abbreviation_are_labels_as_written(built):
+    """A note names a drug in full, then by its short form ("methotrexate ... Hold MTX."): both are labels."""
+    shorts = {x for d in S.prepare_drugs(__import__("helpers.vocabulary", fromlist=["x"]).with_vocabulary([]))
+              for x in d.short_forms}
+    notes = [r for r in _all(built[0]) if r["meta"]["genre"] == "clinical_note"]
+    with_short = [r for r in notes if any(s["text"] in shorts for s in _drug_spans(r))]
+    assert len(with_short) >= 3, len(with_short)
+    for r in with_short:
+        assert all(s["text"] in r["drugs"] for s in _drug_spans(r))
+
+
+def test_brand_and_generic_side_by_side_are_two_labels(built):
+    """"Jardiance (empagliflozin)": the name in brackets is a second drug label, brackets outside both."""
+    pairs = 0
+    for r in _all(built[0]):
+        spans = _drug_spans(r)
+        for a, b in zip(spans, spans[1:]):
+            if r["text"][a["end"]:b["start"]] == " (" and r["text"][b["end"]:b["end"] + 1] == ")":
+                pairs += 1
+                assert a["text"] != b["text"] and {a["text"], b["text"]} <= set(r["drugs"])
+    assert pairs >= 5, pairs
+
+
+def test_drugs_given_to_treat_the_reaction_are_labelled_and_stay_on_their_side_of_the_split(built):
+    """An antihistamine given for a rash was given: a label, from the split's own drugs (never an unseen one)."""
+    splits_, unseen = built
+    pool = {n.lower() for d in G.treatment_pool(S.prepare_drugs(
+        __import__("helpers.vocabulary", fromlist=["x"]).with_vocabulary([]))) for n in d.all_names}
+    treated = [r for r in _all(splits_) if r["meta"]["genre"] in ("case_report", "clinical_note")
+               and any(w in r["text"] for w in ("treated with", "managed with", "Tx: ", "Rx ", " given"))
+               and any(s["text"].lower() in pool for s in _drug_spans(r))]
+    assert len(treated) >= 10, len(treated)
+    unseen_names = set(unseen["unseen_drugs"])       # meta drug_names carry the treatments too
+    for split, recs in splits_.items():
+        if split != "test_unseen":
+            assert not any(set(r["meta"]["drug_names"]) & unseen_names for r in recs)
+
+
+def test_note_orders_are_never_drug_labels(built):
+    """Non-drug orders ("IV fluids", "PT referral") sit in notes unlabelled."""
+    from helpers.genre_writers import NOTE_ORDERS
+    notes = [r for r in _all(built[0]) if r["meta"]["genre"] == "clinical_note"]
+    with_orders = [r for r in notes if any(o in r["text"] for o in NOTE_ORDERS)]
+    assert len(with_orders) >= 10
+    assert not any(s["text"] in NOTE_ORDERS for r in with_orders for s in r["spans"])

@@ -54,6 +54,8 @@ def test_records_have_the_scraped_shape():
      r"drug_classes\.csv:2: class 'statin' names reactions not in adverse_reactions\.csv: \['joint ache'\]"),
     ("drugs.csv", "simvastatin,Zocor,statin", "simvastatin,Lipitor,statin",
      r"drugs\.csv:3: name 'Lipitor' already used on line 2"),
+    ("drugs.csv", "methotrexat,MTX", "methotrexat,Lipitor",
+     r"drugs\.csv:\d+: name 'Lipitor' already used on line 2"),
     ("drugs.csv", "atorvastatin,Lipitor,statin,small molecule", "atorvastatin,Lipitor,statinz,small molecule",
      r"drugs\.csv:2: drug 'atorvastatin' has unknown class 'statinz'"),
 ])

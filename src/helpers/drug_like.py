@@ -55,7 +55,7 @@ def _vocab() -> vocabulary.Vocabulary:
 @lru_cache(maxsize=1)
 def known_names() -> frozenset[str]:
     """Normalised drug names of the vocabulary: a brand such as "Adderall XR" keeps its release form."""
-    return frozenset(normalize(n) for d in _vocab().drugs for k in ("generic", "brands", "misspellings")
+    return frozenset(normalize(n) for d in _vocab().drugs for k in ("generic", "brands", "misspellings", "short_forms")
                      for n in (d.get(k) or "").split(";") if n)
 
 

@@ -64,6 +64,9 @@ FORUM_FILLER = (
     "some days are better than others, mornings are the worst",
     "i almost skipped a dose yesterday bc i was so fed up",
 )
+FORUM_TREATED = ("my doc gave me {tx} for it", "i take {tx} for the side effects now and it helps a bit",
+                 "the pharmacist told me to take {tx} and that sorted the worst of it",
+                 "been using {tx} to cope", "er gave me {tx} which helped")
 FORUM_CLOSE = ("does this go away??", "anyone??", "should i stick with it?", "thinking about quitting it",
                "any advice appreciated", "hang in there everyone", "will update", "ugh", "")
 LENGTHS = ((1, 0.15), (3, 0.3), (7, 0.3), (16, 0.25))   # sentences before fillers are counted
@@ -114,6 +117,8 @@ def _forum_extras(ctx: Ctx, base: dict) -> list[Sentence]:
                                     "they sent me home on a whole bag of pills: {comeds}",
                                     "the rest of my list is {comeds}", "i'm on {comeds} as well")),
                         {"comeds": ctx.comeds()}))
+    if story.treatments:
+        out.append(fill(rng.choice(FORUM_TREATED), {"tx": ctx.treatments()}))
     if story.not_taken:
         out.append(fill(rng.choice(("my doc wants to try {x} next if this doesn't settle",
                                     "thinking of asking about {x} instead", "my friend takes {x} and swears by it")),
@@ -161,7 +166,7 @@ def forum(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
             sents.insert(rng.randint(1, len(sents)), [(fillers.pop(), None)])
         sents.append([(rng.choice(FORUM_CLOSE), None)])
     else:
-        story.negated, story.hypothetical, story.comeds = [], [], []
+        story.negated, story.hypothetical, story.comeds, story.treatments = [], [], [], []
     lower = rng.random() < 0.7
     return _join_post(ctx, sents, lower), {"style": "lower" if lower else "mixed", "sentences": len(sents),
                                            "not_taken": list(ctx.unlabelled)}
@@ -229,7 +234,11 @@ CASE_INTRO = (
     "We describe a case of {aes} associated with {drug} in a {age}-year-old {sex}.",
     "{n} weeks after starting {drug} {dose}, a {age}-year-old {sex} developed {aes}.",
     "A {age}-year-old {sex} receiving {drug} developed {aes}.",
+    "Case: {aes} in a {age}-year-old {sex} receiving {drug}.",
+    "In a {age}-year-old {sex}, {aes} occurred {n} days after the first dose of {drug}.",
 )
+CASE_TREATED = ("{S} was treated with {tx}.", "The reaction was managed with {tx}.", "{tx} was given, with improvement.",
+                "Symptoms resolved after treatment with {tx}.", "{P} symptoms improved with {tx}.")
 CASE_COMED = ("Concomitant medications included {comeds}.", "{P} other medications were {comeds}.",
               "{P} regular medications ({comeds}) were unchanged.")
 CASE_NEG = ("There was no {neg}.", "{S} had no {neg}.", "{S} denied {neg}.")
@@ -250,13 +259,16 @@ def case_report(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     sents = [fill(rng.choice(intro), {**base, "aes": join_list(_ae_segs(story.events, rng), rng)})]
     single = rng.random() < 0.4
     if single:
-        story.negated, story.comeds = [], []
+        story.negated, story.comeds, story.treatments = [], [], []
     if story.comeds:
         sents.append(fill(rng.choice(CASE_COMED), {**base, "comeds": ctx.comeds()}))
     if story.negated:
         sents.append(fill(rng.choice(CASE_NEG), {**base, "neg": " or ".join(story.negated)}))
+    if story.treatments:
+        said = fill(rng.choice(CASE_TREATED), {**base, "tx": ctx.treatments()})
+        sents.append([(_cap(said[0][0]), said[0][1])] + said[1:])     # "Ondansetron was given": capitalised
     if not single:
-        sents.append(fill(rng.choice(CASE_OUTCOME), {**base, "drug": ctx.main()}))
+        sents.append(fill(rng.choice(CASE_OUTCOME), {**base, "drug": ctx.later_main()}))
     out: list[Segment] = []
     for s in sents:
         out += ([(" ", None)] if out else []) + s
@@ -275,6 +287,13 @@ NOTE_FREQUENCIES = (" PO daily", " BID", "", " qhs", " TID", " daily", " prn", "
 NOTE_STATUS = (" (d/c'd)", " - held", " - stopped", " (new)", " - on hold")
 NOTE_STARTS = ("Plan: start {x} {dose}.", "Switch to {x} to complete course.", "Add {x} {dose}.",
                "{x} {dose} given, will reassess.", "P: start {x}, f/u 2 wks.", "Started {x} {dose} today.")
+NOTE_TREATED = ("Start {tx} {dose} prn.", "{tx} {dose} given.", "Rx {tx} {dose}.", "Tx: {tx}.",
+                "Give {tx} {dose} x1.", "Sx improved w/ {tx}.")
+NOTE_ORDERS = ("IV fluids", "PT referral", "ice and elevation", "fall precautions", "low-salt diet",
+               "compression stockings", "labs in 1 wk", "ECG", "CBC, BMP", "encourage PO fluids",
+               "warm compresses", "PT/OT eval", "daily weights", "strict I&O", "dietitian referral",
+               "smoking cessation counseling", "telemetry", "CXR", "wound care", "elevate HOB")
+NOTE_AGAIN = ("Hold {x}.", "Cont {x}.", "{x} level next wk.", "Increase {x}.", "Recheck labs on {x}.", "Taper {x}.")
 NOTE_MED_HEADS = ("Meds:", "Home meds:", "Medications:", "Current meds:", "Meds on admission:")
 
 
@@ -337,6 +356,16 @@ def clinical_note(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     lines.append(_note_plan(ctx, segs, base))
     if started:       # a drug started in the plan is taken from now on: a label like the listed ones
         lines.append(fill(rng.choice(NOTE_STARTS), {"x": ctx.drug(started[0]), "dose": _dose(started[0].form, rng)}))
+    short = [d for d in story.comeds if d.short_forms and d not in started]
+    if short and rng.random() < 0.7:  # a listed drug again, by its abbreviation: "Hold MTX."
+        lines.append(fill(rng.choice(NOTE_AGAIN), {"x": ctx.again(short[0])}))
+    if story.treatments and segs:   # a drug given for the reaction was given: a label
+        form = story.treatments[0].form
+        lines.append(fill(rng.choice(NOTE_TREATED), {"tx": ctx.treatments(), "dose": _dose(form, rng)}))
+    else:
+        story.treatments = []
+    if rng.random() < 0.4:          # orders that are no drug: never a label
+        lines.append([(rng.choice(("Also: ", "Orders: ", "+ ")) + ", ".join(rng.sample(NOTE_ORDERS, 2)) + ".", None)])
     if ctx.story.not_taken and rng.random() < 0.8:
         lines.append([(rng.choice(("Consider switch to ", "If no improvement, discuss ", "Pt asked about ")), None),
                       (ctx.not_taken(), None), (".", None)])
@@ -349,7 +378,7 @@ def _note_plan(ctx: Ctx, segs: list[Sentence], base: dict) -> Sentence:
         return [(rng.choice(("A/P: cont current regimen. f/u 3 mos.", "Plan: no changes, RTC prn.")), None)]
     plan = rng.choice(("A/P: {ae} likely 2/2 {drug}. d/c, f/u 2 wks.", "A/P: {ae}, ?med related. monitor.",
                        "Plan: hold {drug}, recheck in 1 wk.", "A/P: {ae} - reduce dose, f/u prn."))
-    drug = ctx.main() if ctx.story.named else [("new med", None)]
+    drug = ctx.later_main() if ctx.story.named else [("new med", None)]
     return fill(plan, {**base, "ae": segs[0], "drug": drug})
 
 

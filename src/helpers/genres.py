@@ -39,16 +39,19 @@ class GenreStyle:
     p_hypothetical: float
     p_comed: float
     p_brand: float                # brand name rather than generic
+    p_both_names: float = 0.0     # brand and generic side by side at the first mention: "Jardiance (empagliflozin)"
+    p_treated: float = 0.0        # a drug given to treat the reaction is named (it is a label: it was given)
 
 
 STYLES: dict[str, GenreStyle] = {
     "forum": GenreStyle(0.5, 0.08, ((1, .08), (2, .12), (3, .14), (4, .14), (5, .16), (6, .14),
-                                    (7, .1), (8, .07), (9, .05)), "lay", 0.15, 0.6, 0.4, 0.25, 0.2, 0.65),
+                                    (7, .1), (8, .07), (9, .05)), "lay", 0.15, 0.6, 0.4, 0.25, 0.2, 0.65,
+                        p_both_names=0.05, p_treated=0.12),
     "social": GenreStyle(0.35, 0.12, ((1, .5), (2, .35), (3, .15)), "lay", 0.3, 0.75, 0.12, 0.1, 0.0, 0.7),
     "case_report": GenreStyle(0.0, 0.0, ((1, .45), (2, .35), (3, .2)), "clinical", 0.0, 0.0, 0.3, 0.0,
-                              0.6, 0.1),
+                              0.6, 0.1, p_both_names=0.08, p_treated=0.35),
     "clinical_note": GenreStyle(0.12, 0.12, ((1, .4), (2, .35), (3, .25)), "note", 0.03, 0.2, 0.75, 0.1,
-                                0.6, 0.3),
+                                0.6, 0.3, p_both_names=0.03, p_treated=0.35),
 }
 
 # how many co-medications a report lists when it lists any: notes and long posts carry medication lists
@@ -68,6 +71,11 @@ UNNAMED = {"forum": ("this med", "this stuff", "these pills", "it", "this medica
            "case_report": ("the drug",)}
 HASHTAGS = ("#sideeffects", "#mentalhealth", "#chronicillness", "#spoonie", "#meds", "#ugh",
             "#healthjourney", "#pharmacy", "#nofilter", "#realtalk", "#wellness", "#struggling")
+# classes of the drugs given to treat a reaction (an antihistamine for a rash, an antiemetic for vomiting)
+TREATMENT_CLASSES = ("antihistamine", "antiemetic", "oral corticosteroid", "topical corticosteroid",
+                     "proton pump inhibitor", "H2 blocker", "laxative and bowel agent")
+P_SHORT_LATER = {"note": 0.8, "clinical": 0.5, "lay": 0.4}   # a later mention by its short form (MTX, doxy)
+P_SHORT_FIRST = 0.08          # a lay writer names the drug by its clipping from the start ("my doxy")
 EXTRA_SYSTEMS = ("general", "gastrointestinal", "nervous system", "psychiatric", "musculoskeletal", "skin")
 
 
@@ -86,6 +94,7 @@ class Story:
     misspelled: list[str] = field(default_factory=list)
     clausal: list[str] = field(default_factory=list)      # events said as clauses
     not_taken: Drug | None = None                            # named but not taken: no label
+    treatments: list[Drug] = field(default_factory=list)     # given to treat a reaction: labels
 
 
 def _cap(text: str) -> str:
@@ -138,6 +147,9 @@ def mention(drug: Drug, style: GenreStyle, rng: random.Random, story: Story) -> 
     """A drug as the genre writes it: brand or generic, sometimes misspelled or in lower case."""
     pool = drug.brands if drug.brands and rng.random() < style.p_brand else drug.generics
     name = rng.choice(pool or drug.mentions)
+    clippings = [x for x in drug.short_forms if x.islower()]
+    if style.register == "lay" and clippings and rng.random() < P_SHORT_FIRST:
+        return [(rng.choice(clippings), "drug")]
     if rng.random() < style.p_misspell:
         wrong = rng.choice(drug.misspellings) if drug.misspellings and rng.random() < 0.7 \
             else misspell(name, rng)
@@ -196,6 +208,9 @@ def plan_story(genre: str, drugs: Sequence[Drug], rng: random.Random) -> Story:
                                    0.3 if genre == "forum" else 0.0, story.clausal)
         if story.disease and story.disease.lower() in WORSENABLE and rng.random() < 0.5:
             story.worsened = f"worse {story.disease.lower()}"
+    treat = treatment_pool([d for d in others if d is not story.not_taken]) if named and story.events else []
+    if treat and rng.random() < st.p_treated:
+        story.treatments = rng.sample(treat, min(len(treat), rng.choice((1, 1, 2))))
     if rng.random() < st.p_negation:
         story.negated = _negations(story, rng.choice((1, 1, 2)), rng)
     if rng.random() < st.p_hypothetical:
@@ -203,6 +218,17 @@ def plan_story(genre: str, drugs: Sequence[Drug], rng: random.Random) -> Story:
                                               [], [], None), 1, rng)
         story.hypothetical = [h for h in story.hypothetical if h not in story.negated]
     return story
+
+
+def treatment_pool(drugs: Sequence[Drug]) -> list[Drug]:
+    """The drugs of `drugs` a clinician gives to treat a reaction (TREATMENT_CLASSES)."""
+    names = _treatment_generics()
+    return [d for d in drugs if any(g.lower() in names for g in d.generics)]
+
+
+def _treatment_generics() -> frozenset[str]:
+    """Generic names of the vocabulary's drugs in TREATMENT_CLASSES."""
+    return frozenset(row["generic"].lower() for row in vocabulary.load().drugs if row["class"] in TREATMENT_CLASSES)
 
 
 def _dose(form: str, rng: random.Random) -> str:
@@ -237,10 +263,34 @@ class Ctx:
     unlabelled: list[str] = field(default_factory=list)       # drug names written but not taken
 
     def drug(self, d: Drug) -> list[Segment]:
-        """A drug as written; the same drug is written the same way throughout one report."""
-        if d.name not in self.said:
-            self.said[d.name] = mention(d, self.style, self.rng, self.story)
+        """A drug as written; the same drug is written the same way throughout one report. At the first
+        mention a brand may come with its generic in brackets (or the other way round): two labels."""
+        if d.name in self.said:
+            return list(self.said[d.name])
+        self.said[d.name] = mention(d, self.style, self.rng, self.story)
+        if d.brands and d.generics and self.rng.random() < self.style.p_both_names:
+            pair = [self.rng.choice(d.brands), self.rng.choice(d.generics)]
+            first, second = pair if self.rng.random() < 0.7 else pair[::-1]
+            self.said[d.name] = [(first, "drug")]
+            return [(first, "drug"), (" (", None), (second, "drug"), (")", None)]
         return list(self.said[d.name])
+
+    def again(self, d: Drug) -> list[Segment]:
+        """A later mention of a drug already named: clinicians often switch to its abbreviation
+        ("methotrexate ... MTX"), patients to a clipping ("doxy"); both are labels as written."""
+        first = self.drug(d)
+        forms = [x for x in d.short_forms if self.style.register != "lay" or x.islower()]
+        if forms and self.rng.random() < P_SHORT_LATER.get(self.style.register, 0.0):
+            return [(self.rng.choice(forms), "drug")]
+        return first
+
+    def later_main(self) -> list[Segment]:
+        """The main drug mentioned again (its short form at times), or the genre's unnamed phrase."""
+        return self.again(self.story.suspects[0]) if self.story.named else self.main()
+
+    def treatments(self) -> list[Segment]:
+        """The drugs given to treat the reaction, joined as a list."""
+        return join_list([self.drug(d) for d in self.story.treatments], self.rng)
 
     def main(self) -> list[Segment]:
         """The main drug as written, or the genre's way of not naming it."""
@@ -289,7 +339,8 @@ def record(genre: str, split: str, index: int, segments: list[Segment], story: S
     drugs = schemas.dedupe(s["text"] for s in spans if s["label"] == "drug")
     aes = schemas.dedupe(s["text"] for s in spans if s["label"] == "adverse_event")
     meta = {"generator": "template", "genre": genre, "shape": genre, "style": extra.pop("style", genre),
-            "named": story.named, "drug_names": [d.name for d in story.suspects + story.comeds],
+            "named": story.named,
+            "drug_names": [d.name for d in story.suspects + story.comeds + story.treatments],
             "suspect": [d.name for d in story.suspects] if story.named else [],
             "negated": [n for n in story.negated if n in text],
             "hypothetical": [h for h in story.hypothetical if h in text],

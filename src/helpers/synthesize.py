@@ -198,6 +198,7 @@ class Drug:
     generics: tuple[str, ...] = field(default=())
     brands: tuple[str, ...] = field(default=())
     misspellings: tuple[str, ...] = field(default=())   # common misspellings, written as people do
+    short_forms: tuple[str, ...] = field(default=())    # abbreviations (MTX) and clippings (doxy)
 
 
 _TERM_OK = re.compile(r"^[A-Za-z][A-Za-z' /-]*[A-Za-z]$")
@@ -274,7 +275,7 @@ def prepare_drugs(records: Sequence[dict[str, Any]]) -> list[Drug]:
                         rec.get("form") or _form_for(rec), all_names,
                         tuple(n for n in (_clean_name(x) for x in rec.get("generic_names", [])) if n),
                         tuple(n for n in (_clean_name(x) for x in rec.get("brand_names", [])) if n),
-                        tuple(rec.get("misspellings", ()))))
+                        tuple(rec.get("misspellings", ())), tuple(rec.get("short_forms", ()))))
     return out
 
 

@@ -3,7 +3,7 @@
 Three CSV files hold the facts: `adverse_reactions.csv` (a clinical term, its body system, a
 literature synonym, an abbreviation and lay paraphrases), `drug_classes.csv` (per class: dosage
 form, what it is taken for, its typical adverse reactions) and `drugs.csv` (generic name, brand
-names, class, kind, common misspellings). This module checks them and turns each drug into a drug
+names, class, kind, common misspellings, the short forms writers use: *MTX*, *doxy*). This module checks them and turns each drug into a drug
 record of the same shape as the scraped ones (helpers.schemas), so the generator and the
 baselines use both alike.
 """
@@ -136,7 +136,7 @@ def _read_drugs(path: Path, classes: dict[str, DrugClass]) -> tuple[dict[str, st
             raise DataError(f"{path}:{line}: drug {row['generic']!r} has kind {row['kind']!r}, not one of {KINDS}")
         if row["form"] and row["form"] not in FORMS:
             raise DataError(f"{path}:{line}: drug {row['generic']!r} has form {row['form']!r}")
-        for name in (row["generic"], *_split(row["brands"])):
+        for name in (row["generic"], *_split(row["brands"]), *_split(row.get("short_forms"))):
             if name.lower() in owner:
                 raise DataError(f"{path}:{line}: name {name!r} already used on line {owner[name.lower()]}")
             owner[name.lower()] = line
@@ -170,6 +170,7 @@ def drug_records(vocab: Vocabulary) -> list[dict[str, Any]]:
                "missing_sections": [], "source": SOURCE, "source_url": "", "fetched_at": "",
                "content_hash": "", "form": row["form"] or cls.form, "kind": row["kind"],
                "misspellings": list(_split(row["misspellings"])),
+               "short_forms": list(_split(row.get("short_forms"))),
                "indications": list(cls.indications)}
         out.append(schemas.validate_drug_record(rec, f"vocabulary drug {row['generic']!r}"))
     return out
@@ -195,6 +196,7 @@ def merge_records(scraped: Sequence[dict[str, Any]], vocab_records: Sequence[dic
                     rec[key] = schemas.dedupe([*rec.get(key, []), *v[key]])
                 rec.setdefault("class_side_effects", list(v["side_effects"]["common"]))
                 rec.setdefault("misspellings", list(v["misspellings"]))
+                rec.setdefault("short_forms", list(v["short_forms"]))
                 rec.setdefault("form", v["form"])
                 rec.setdefault("kind", v["kind"])
         out.append(rec)
