@@ -73,3 +73,29 @@ def test_profiles_score_the_handwritten_set(profile):
     prof = config.load_profile(profile)
     for section in ("infer", "baselines"):
         assert paths.HANDWRITTEN_SPLIT in prof[section]["splits"], (profile, section)
+
+
+def test_the_blind_set_is_a_split_of_its_own(root):
+    """`handwritten_blind` reads data/handwritten/blind.jsonl, beside the first set, never in place of it."""
+    blind = paths.handwritten_file("handwritten_blind")
+    assert blind == paths.split_file("r", "handwritten_blind") and blind.name == "blind.jsonl"
+    blind.parent.mkdir(parents=True)
+    shutil.copy(FIXTURE, blind)
+    sets = eval_sets.load_test_sets("r", ["handwritten_blind"])
+    assert len(sets["handwritten_blind"][1]) == 4
+    with pytest.raises(FileNotFoundError, match="the profile asks for split 'handwritten' but"):
+        eval_sets.load_test_sets("r", ["handwritten"])
+
+
+@pytest.mark.parametrize("profile", ["cpu", "cpu-templates", "paper"])
+def test_larger_profiles_score_the_blind_set_and_join_it_across_runs(profile, tmp_path, monkeypatch):
+    prof = config.load_profile(profile)
+    assert "handwritten_blind" in prof["infer"]["splits"]
+    monkeypatch.setenv("AE_STUDY_ROOT", str(tmp_path))
+    from helpers import scoring
+    for run, split in (("a", "handwritten"), ("a", "handwritten_blind"), ("a", "test")):
+        out = paths.predictions_dir(run) / split
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "lora.jsonl").write_text("", encoding="utf-8")
+    joined = set(scoring.prediction_files("r", also_from=["a"]))
+    assert joined == {("handwritten", "lora@a"), ("handwritten_blind", "lora@a")}

@@ -261,7 +261,7 @@ def convert_corpus(kind: str, src: Path | str, out_jsonl: Path | str, strict: bo
 
 
 # ---- user test files (`--test-file`) ---------------------------------------------------------------
-RESERVED_SPLITS = ("train", "val", "test", "test_unseen", "handwritten")
+RESERVED_SPLITS = ("train", "val", "test", "test_unseen", "handwritten", "handwritten_blind")
 USER_PREFIX = "user-"
 
 
@@ -279,7 +279,7 @@ def test_file_kind(path: Path) -> str:
 
 def split_name(path: Path | str) -> str:
     """The split name a user test file is scored under: `user-<name>`, which can never be one of
-    the synthetic splits (train, val, test, test_unseen) or `handwritten`."""
+    the synthetic splits (train, val, test, test_unseen) or the hand-written ones."""
     path = Path(path).resolve() if Path(path).is_dir() else Path(path)
     name = path.name if path.is_dir() else (path.parent.name or path.stem) if path.suffix == ".rel" \
         else path.stem

@@ -1,5 +1,5 @@
 """The test reports steps 4b and 5 score: the run's synthetic test splits, the hand-written set
-(split `handwritten`) or a user's file, read with the project's report reader (`schemas.load_reports`)
+(splits `handwritten`, `handwritten_blind`) or a user's file, read with the project's report reader (`schemas.load_reports`)
 and optionally sampled (seeded), so both steps score exactly the same reports."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def split_path(run: str, split: str) -> Path:
     path = paths.split_file(run, split)
     if path.exists():
         return path
-    if split == paths.HANDWRITTEN_SPLIT:
+    if split in paths.HANDWRITTEN_FILES:
         raise FileNotFoundError(f"the profile asks for split {split!r} but {paths.rel(path)} is "
                                 f"missing (the hand-written set ships in data/; restore it, or drop "
                                 f"{split!r} from the profile's `splits`)")

@@ -44,19 +44,21 @@ def synthetic_dir(run: str) -> Path:
     return data_dir() / "synthetic" / run
 
 
-# the hand-written test set (shipped, scored as the split `handwritten`)
+# the hand-written test sets (shipped, each scored as its own split): `handwritten` (the first set) and
+# `handwritten_blind` (a second set written without sight of the generator or of any model output)
 HANDWRITTEN_SPLIT = "handwritten"
+HANDWRITTEN_FILES = {HANDWRITTEN_SPLIT: "reports.jsonl", "handwritten_blind": "blind.jsonl"}
 
 
-def handwritten_file() -> Path:
+def handwritten_file(split: str = HANDWRITTEN_SPLIT) -> Path:
     """Reports written by hand across genres, labelled with spans; never generated."""
-    return data_dir() / "handwritten" / "reports.jsonl"
+    return data_dir() / "handwritten" / HANDWRITTEN_FILES[split]
 
 
 def split_file(run: str, split: str) -> Path:
     """Where a test split's reports are: the hand-written set, else the run's synthetic split."""
-    if split == HANDWRITTEN_SPLIT:
-        return handwritten_file()
+    if split in HANDWRITTEN_FILES:
+        return handwritten_file(split)
     return synthetic_dir(run) / f"{split}.jsonl"
 
 

@@ -44,12 +44,13 @@ def evaluate(preds: Sequence[dict[str, Any]], n_boot: int = 200, seed: int = 13,
 
 def prediction_files(run: str, also_from: Sequence[str] = ()) -> dict[tuple[str, str], Path]:
     """Every prediction file of a run, keyed by (split, system), sorted; with `also_from`, those
-    of other runs on the splits every run shares (the hand-written set), as `<system>@<run>`."""
+    of other runs on the splits every run shares (the hand-written sets), as `<system>@<run>`."""
     root = paths.predictions_dir(run)
     files = {(p.parent.name, p.stem): p for p in sorted(root.glob("*/*.jsonl"))}
     for other in also_from:
-        found = sorted(paths.predictions_dir(other).glob(f"{paths.HANDWRITTEN_SPLIT}/*.jsonl"))
-        files.update({(p.parent.name, f"{p.stem}@{other}"): p for p in found})
+        for split in paths.HANDWRITTEN_FILES:
+            found = sorted(paths.predictions_dir(other).glob(f"{split}/*.jsonl"))
+            files.update({(p.parent.name, f"{p.stem}@{other}"): p for p in found})
     return files
 
 
