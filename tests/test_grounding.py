@@ -114,7 +114,7 @@ def test_reactions_indications_and_sentences_are_not_drug_like(text):
 
 def test_no_vocabulary_drug_name_is_rejected():
     from helpers import vocabulary
-    names = {n for d in vocabulary.load().drugs for k in ("generic", "brands", "misspellings")
+    names = {n for d in vocabulary.load().drugs for k in ("generic", "brands", "misspellings", "short_forms")
              for n in (d.get(k) or "").split(";") if n}
     assert len(names) > 1000
     assert [n for n in names if not is_drug_like(n)] == []
@@ -151,7 +151,8 @@ def test_trim_drug_keeps_the_name_only(span, name):
     assert trim_drug(span) == name
 
 
-@pytest.mark.parametrize("text", ["blood pressure medicine", "Can I", "to", "x 2", "Pt", "obs", "EtOH", "20 mg"])
+@pytest.mark.parametrize("text", ["blood pressure medicine", "Can I", "to", "x 2", "Pt", "obs", "EtOH", "20 mg",
+                                  "x 2 wks", "6h", "3 days"])
 def test_shorthand_function_words_and_indication_products_are_not_drug_like(text):
     assert not is_drug_like(text)
 
@@ -172,3 +173,10 @@ def test_snap_drops_strings_without_a_content_word():
     text = "Started with Zoloft 50 mg and now I have s bad nausea at night."
     parsed = {"drugs": ["Zoloft", "50"], "adverse_events": ["with", "s", "now", "nausea", "50 mg"]}
     assert snap_record(parsed, ground_prediction(parsed, text)) == {"drugs": ["Zoloft"], "adverse_events": ["nausea"]}
+
+
+def test_a_drug_trimmed_to_no_content_word_is_dropped():
+    """"f/u C diff" trims to "f/u" (the reaction goes), which names nothing: no drug label at all."""
+    text = "Plan: stop Zoloft, f/u C diff."
+    parsed = {"drugs": ["Zoloft", "f/u C diff"], "adverse_events": []}
+    assert snap_record(parsed, ground_prediction(parsed, text))["drugs"] == ["Zoloft"]

@@ -42,6 +42,9 @@ FUNCTION_WORDS = frozenset(
     "this that some very is was were be been am are can could will would should do did does not no so "
     "but if then just also too now here there when while still much many more most far first last really".split())
 DOSE_TOKEN = re.compile(r"^[\d.,/%]+(mg|mcg|g|ml|%|u)?$")
+# a duration or a time ("x 2 wks", "6h", "3 days"): never a drug on its own
+DURATION_TOKEN = re.compile(r"^\d*(h|hr|hrs|hour|hours|d|day|days|wk|wks|week|weeks|mo|mos|month|months|y|yr|yrs|"
+                            r"year|years|min|mins)$")
 
 SHIPPED_VOCAB = Path(__file__).resolve().parents[2] / "data" / "vocab"   # the repository's own copy
 
@@ -117,7 +120,7 @@ def has_content(text: str) -> bool:
 
 def is_drug_like(text: str) -> bool:
     """False for strings that cannot be a drug span: empty, an e-mail, a URL, a question, more than
-    MAX_WORDS words, a product or function word, note shorthand, a dose, or a reaction or indication
+    MAX_WORDS words, a product or function word, note shorthand, a dose, a duration, or a reaction or indication
     of the vocabulary (also with product words after it: "blood pressure medicine")."""
     norm = normalize(text)
     if not norm or "@" in text or "?" in text or "http" in norm or "www" in norm.split():
@@ -125,7 +128,8 @@ def is_drug_like(text: str) -> bool:
     words = norm.split()
     if len(words) > MAX_WORDS:
         return False
-    if all(w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w) for w in words):
+    if all(w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w)
+           or DURATION_TOKEN.match(w) for w in words):
         return False
     while len(words) > 1 and words[-1] in PRODUCT_WORDS:
         words.pop()

@@ -124,7 +124,8 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
                 text: str = "") -> dict[str, list[str]] | None:
     """The record with each case/fuzzy match replaced by the report's own text (then deduplicated) and
     without strings that hold no content word (helpers.drug_like.has_content). Drugs are then trimmed
-    to their names (drug_like.trim_drug: no dose, form or possessive) and dropped when the model also
+    to their names (drug_like.trim_drug: no dose, form or possessive; a trimmed string with no content
+    word left, "f/u", is dropped) and dropped when the model also
     listed them as adverse events (a span is one or the other; small models copy an event into both
     lists when a report names no drug, docs/design.md section 7), when they cannot be drug names
     (drug_like.is_drug_like: reactions, indications, shorthand, sentences) or, given the report
@@ -143,7 +144,8 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
     addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
                   and g["start"] is not None and drug_like.in_address(text, g["start"], g["end"])}
     kept = [d for d in out["drugs"] if d.casefold() not in events and d not in addresses]
-    out["drugs"] = dedupe([t for t in map(trim_drug, kept) if t.casefold() not in events and is_drug_like(t)])
+    out["drugs"] = dedupe([t for t in map(trim_drug, kept)
+                           if t.casefold() not in events and drug_like.has_content(t) and is_drug_like(t)])
     return out
 
 
