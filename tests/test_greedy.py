@@ -3,6 +3,8 @@ llama and gemma3 models, left-padded batches whose rows finish at different step
 constrained decoding; where it cannot be sure it says why and step 5 uses generate."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -288,6 +290,15 @@ def test_truncate_drops_the_last_positions_and_the_next_update_overwrites_them(t
     assert k.shape[2] == 4 and torch.equal(k[:, :, 3:], new) and torch.equal(v[:, :, :3], -keys[:, :, :3])
     with pytest.raises(ValueError, match="cannot truncate"):
         layer.truncate(5)
+
+
+def test_grouped_heads_sets_the_sdpa_switch_for_one_forward_only(monkeypatch):
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    with drafting.grouped_heads(True):
+        assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    with drafting.grouped_heads(False):
+        assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
 
 
 def test_the_opening_is_what_step_3_trains_answers_to_start_with(tok):

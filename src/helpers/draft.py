@@ -19,8 +19,10 @@ so a batch with such a row accepts k-1; a base model that does not open with `{"
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Iterator
 
 import torch
 from transformers.cache_utils import Cache
@@ -84,14 +86,39 @@ def forward(model: Any, draft: torch.Tensor, mask: torch.Tensor | None, last: to
     if mask is not None:
         mask = torch.cat([mask, mask.new_ones(rows, k)], dim=-1)
     length = cache.get_seq_length()
+    with grouped_heads(last.device.type == "cpu"):
+        out = _run(model, ids, mask, pos, cache, narrowed)
+    return Ahead(draft, out, length, narrowed), mask
+
+
+@contextlib.contextmanager
+def grouped_heads(on: bool) -> Iterator[None]:
+    """transformers' SDPA attention copies the whole KV cache per layer to repeat its key/value heads
+    (`repeat_kv`) whenever more than one query comes (a single query is packed instead): most of a
+    draft forward (SmolLM2, 32 rows x 5: 340 ms, 200 ms with torch's own grouped-query attention, the
+    same outputs to the bit). TRANSFORMERS_SDPA_FORCE_GQA asks for the latter; set only for this forward,
+    on CPU only (on CUDA a masked grouped-query SDPA falls back to the slow math kernel)."""
+    key, before = "TRANSFORMERS_SDPA_FORCE_GQA", os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    if on:
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if on and before is None:
+            os.environ.pop(key, None)
+        elif on:
+            os.environ[key] = before
+
+
+def _run(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor, cache: Cache,
+         narrowed: bool) -> torch.Tensor:
+    """The decoder's hidden states (narrowed head) or the model's logits at every draft position."""
     if narrowed:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        out = base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, return_dict=True).last_hidden_state
-    else:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                    use_cache=True, logits_to_keep=k, return_dict=True).logits
-    return Ahead(draft, out, length, narrowed), mask
+        return base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                          use_cache=True, return_dict=True).last_hidden_state
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                 use_cache=True, logits_to_keep=ids.shape[1], return_dict=True).logits
 
 
 def settle(cache: Cache, ahead: Ahead, step: int, mask: torch.Tensor | None, last: torch.Tensor
