@@ -185,7 +185,8 @@ def main() -> None:
             cap = args.max_new_tokens or int(params["max_new_tokens"])
             mode = infer.constrained_mode(params["constrained"] if args.constrained is None else args.constrained)
             rows += compare(key, study_reports(args.n, args.seed, args.profile), mode, batch, cap, args.adapter,
-                            args.today_batch_size, args.prefix_cache, args.decoder, args.control, not args.no_draft)
+                            args.today_batch_size, args.prefix_cache, args.decoder, args.control,
+                            draft=not args.no_draft)
         print(f"{args.n} generated test reports (genre mix of profile {args.profile}), torch threads {torch.get_num_threads()}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
         print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))
