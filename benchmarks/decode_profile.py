@@ -14,18 +14,29 @@ from typing import Any, Callable
 
 import torch
 
-from helpers import greedy, infer, models, prefill, prefix_cache
+from helpers import draft as drafting, greedy, infer, models, prefill, prefix_cache
 from helpers.templates import encode, render_prompt
 
 TIMES: dict[str, list[float]] = defaultdict(list)
+ACCEPTED: list[int] = []       # draft tokens kept, at each draft's settling
+
+
+def counted(fn: Callable) -> Callable:
+    """helpers.draft.settle, with the number of accepted draft tokens recorded in ACCEPTED."""
+    def wrapper(cache: Any, ahead: Any, step: int, *args: Any, **kwargs: Any) -> Any:
+        ACCEPTED.append(step)
+        return fn(cache, ahead, step, *args, **kwargs)
+    return wrapper
 
 
 def timed(name: str, fn: Callable) -> Callable:
-    """fn, with each call's wall time appended to TIMES[name]."""
+    """fn, with each call's wall time appended to TIMES[name] and its CPU time to TIMES[name + ' cpu']
+    (steadier on a shared machine)."""
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
         TIMES[name].append(time.perf_counter() - started)
+        TIMES[name + " cpu"].append(time.process_time() - cpu)
         return out
     return wrapper
 
@@ -48,6 +59,7 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--steps", type=int, default=3, help="decoding steps in the profiler table")
+    ap.add_argument("--no-draft", action="store_true", help="one forward per token from the first (no drafted opening)")
     args = ap.parse_args()
     tok, spec, reports, stops = inputs(args.model, args.n, args.seed, args.profile)
     model = models.load_model(args.model)
@@ -57,27 +69,35 @@ def main() -> None:
     prompts = [render_prompt(tok, spec, r["text"]) for r in reports]
     lengths = [len(encode(tok, p)) for p in prompts]
     mode = infer.constrained_mode(args.constrained)
-    infer.generate_batch(model, tok, prompts[:2], stops, 24, constrained=mode, texts=[r["text"] for r in reports[:2]])
+    opening = None if args.no_draft else drafting.opening(tok, spec)
+    infer.generate_batch(model, tok, prompts[:2], stops, 24, constrained=mode, texts=[r["text"] for r in reports[:2]],
+                         draft=opening)
     greedy.next_logits = timed("forward", greedy.next_logits)
     greedy.next_hidden = timed("forward", greedy.next_hidden)
     greedy.choose = timed("choose", greedy.choose)
     greedy.compaction = timed("compaction", greedy.compaction)
+    drafting.forward = timed("forward", timed("draft", drafting.forward))
+    drafting.settle = counted(drafting.settle)
     prefill.run = timed("prefill", prefill.run)
     started = time.perf_counter()
     out = infer.generate_batch(model, tok, prompts, stops, args.max_new_tokens, constrained=mode,
-                               texts=[r["text"] for r in reports])
+                               texts=[r["text"] for r in reports], draft=opening)
     total = time.perf_counter() - started
     groups = prefill.plan_groups([n - len(prefix_cache.common_prefix([encode(tok, p) for p in prompts]))
                                   for n in lengths])
     fwd = TIMES["forward"][len(groups) - 1:]     # the group forwards but the last one: prefill
+    fwd_cpu = TIMES["forward cpu"][len(groups) - 1:]
     print(f"{args.model}{'+lora' if args.adapter else ''}, {len(prompts)} reports in one batch, prompt tokens "
           f"{min(lengths)}-{max(lengths)}, {args.constrained}, torch threads {torch.get_num_threads()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"total {total:.1f} s: prefill {TIMES['prefill'][0]:.1f} s ({len(groups)} length groups), "
-          f"{len(fwd) - 1} decoding forwards {sum(fwd[1:]):.1f} s "
+          f"{len(fwd) - 1} decoding forwards {sum(fwd[1:]):.1f} s, CPU {sum(fwd_cpu[1:]):.1f} s "
           f"(first {1000 * fwd[1]:.0f} ms, last {1000 * fwd[-1]:.0f} ms), choosing tokens (processor, head) {sum(TIMES['choose']):.1f} s, "
           f"compaction {1000 * sum(TIMES['compaction']):.0f} ms; new tokens mean "
           f"{sum(n for _, n, _ in out) / len(out):.1f}, max {max(n for _, n, _ in out)}")
+    print("draft: off" if opening is None else f"draft {tok.decode(opening)!r} ({len(opening)} tokens): "
+          + (f"one forward of {1000 * TIMES['draft'][0]:.0f} ms, {ACCEPTED or 'all'} accepted"
+             if TIMES["draft"] else "not used (the rows' first tokens differ)"))
     profile_steps(model, tok, reports, prompts, stops, mode, args.steps)
 
 

@@ -99,17 +99,18 @@ def run_vllm(model_key: str, reports: list[dict], modes: list, max_new_tokens: i
 
 def compare(model_key: str, reports: list[dict], mode: Any, batch_size: int, max_new_tokens: int,
             adapter: str | None, today_batch: int, prefix: bool = False, decoder: str = "loop",
-            control: bool = False) -> list[dict]:
+            control: bool = False, draft: bool = True) -> list[dict]:
     """today (today's batch, transformers generate) and new (the profile's batch, `decoder`, and the prefix
     cache when asked) on the same reports, one right after the other; `control` adds generate at the
-    new batch (what the batch alone changes). Identity is counted against today's raw outputs."""
+    new batch (what the batch alone changes); `draft`: new's loop forwards the answer's opening at once
+    (helpers.draft). Identity is counted against today's raw outputs."""
     spec = models.get_spec(model_key)
     tok = models.set_padding_side(models.load_tokenizer(model_key), "generation")
     model = models.load_model(model_key, device="cpu")
     if adapter:
         model = infer.apply_adapter(model, adapter, merge=True)
     settings = {"today": {"prefix_cache": False, "batch_size": today_batch, "decoder": "generate"},
-                "new": {"prefix_cache": prefix, "batch_size": batch_size, "decoder": decoder}}
+                "new": {"prefix_cache": prefix, "batch_size": batch_size, "decoder": decoder, "draft": draft}}
     if control:
         settings["control"] = {"prefix_cache": False, "batch_size": batch_size, "decoder": "generate"}
     for kw in settings.values():       # warm-up: first-call allocations, constrained tables
@@ -165,6 +166,7 @@ def main() -> None:
                     help="compare: new also caches the shared prefix and prefills reports without padding")
     ap.add_argument("--decoder", default="loop", choices=infer.DECODERS, help="compare: new's decoding loop")
     ap.add_argument("--control", action="store_true", help="compare: also generate at new's batch")
+    ap.add_argument("--no-draft", action="store_true", help="compare: new's loop without the drafted opening")
     ap.add_argument("--constrained", default=None, help="compare: off, schema or spans instead of the profile's")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0: the profile's (compare) or 64")
     ap.add_argument("--modes", default="off,schema,spans", help="--backends: comma list of off, schema, spans")
@@ -183,7 +185,8 @@ def main() -> None:
             cap = args.max_new_tokens or int(params["max_new_tokens"])
             mode = infer.constrained_mode(params["constrained"] if args.constrained is None else args.constrained)
             rows += compare(key, study_reports(args.n, args.seed, args.profile), mode, batch, cap, args.adapter,
-                            args.today_batch_size, args.prefix_cache, args.decoder, args.control)
+                            args.today_batch_size, args.prefix_cache, args.decoder, args.control,
+                            draft=not args.no_draft)
         print(f"{args.n} generated test reports (genre mix of profile {args.profile}), torch threads {torch.get_num_threads()}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
         print(pd.DataFrame(rows).astype(object).fillna("").to_string(index=False))

@@ -3,11 +3,13 @@ llama and gemma3 models, left-padded batches whose rows finish at different step
 constrained decoding; where it cannot be sure it says why and step 5 uses generate."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from helpers import greedy, infer, models, prefill, prefix_cache
+from helpers import draft as drafting, greedy, infer, models, prefill, prefix_cache
 from tiny_models import tiny_causal_lm
 from helpers.constrained import RecordLogitsProcessor
 
@@ -16,6 +18,8 @@ TEXTS = ["I take Lipitor and get muscle pain.", "Zoloft gives me headaches and d
          "Since starting Nexium I have constant nausea and swollen ankles."]
 LENGTHS = [9, 14, 5, 11, 7]
 PAD = 0
+OPEN = [101, 102, 103, 104, 105]               # a draft that Force makes every row open with
+OPENING = [39428, 28836, 99, 1799, 9523]      # '{"drugs": ["' for SmolLM2 (helpers.draft.opening)
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +90,11 @@ def test_loop_returns_what_generate_returns(tok, model_type, mode):
     cap = 24 if not mode else 48
     want = generate(model, ids, mask, stops, cap, processors(tok, mode, stops, ids.shape[1], cap, vocab))
     for drop in (True, False):
-        with torch.inference_mode():
-            got = greedy.decode(model, ids, mask, stops, PAD, cap,
-                                processors(tok, mode, stops, ids.shape[1], cap, vocab), drop_finished=drop)
-        assert torch.equal(got, want), (model_type, mode, drop)
+        for draft in (None, OPENING):
+            with torch.inference_mode():
+                got = greedy.decode(model, ids, mask, stops, PAD, cap, processors(tok, mode, stops, ids.shape[1],
+                                    cap, vocab), drop_finished=drop, draft=draft)
+            assert torch.equal(got, want), (model_type, mode, drop, draft)
     steps = finish_steps(want, ids.shape[1], stops)
     assert len(set(steps)) >= 2 and min(steps) < cap          # rows finish at different steps
 
@@ -161,8 +166,16 @@ def test_grouped_prefill_with_a_shared_prefix_gives_generates_tokens(tok, model_
     for prefix in (None, given):
         with torch.inference_mode():
             got = greedy.decode(model, ids, mask, stops, PAD, cap, processors(tok, mode, stops, width, cap, vocab),
-                                prefix=prefix)
+                                prefix=prefix, draft=OPENING)
         assert torch.equal(got, want), (model_type, mode, prefix is not None)
+    if not mode:                                    # every row opens with the draft: it is forwarded at once
+        force = lambda: LogitsProcessorList([Force(width, {i: [t] * 5 for i, t in enumerate(OPEN)})])
+        want = generate(model, ids, mask, stops, cap, force())
+        for prefix in (None, given):
+            seen = drafted(monkeypatch)
+            with torch.inference_mode():
+                got = greedy.decode(model, ids, mask, stops, PAD, cap, force(), prefix=prefix, draft=OPEN)
+            assert torch.equal(got, want) and seen == {"forwarded": [5], "accepted": [5]}, prefix is not None
     assert given.cache.get_seq_length() == 12                         # the shared prefix is never extended
     assert greedy.unsupported(model, width, cap) is None
 
@@ -178,9 +191,124 @@ def test_head_narrowed_to_the_allowed_tokens_gives_generates_tokens(tok, model_t
     assert greedy.narrow_head(model, only()) is model.lm_head
     assert greedy.narrow_head(model, processors(tok, mode, [2], width, cap, vocab)) is None   # a second processor
     want = generate(model, ids, mask, [2], cap, only())
-    with torch.inference_mode():
-        got = greedy.decode(model, ids, mask, [2], PAD, cap, only())
-    assert torch.equal(got, want)
+    for draft in (None, OPENING):
+        with torch.inference_mode():
+            got = greedy.decode(model, ids, mask, [2], PAD, cap, only(), draft=draft)
+        assert torch.equal(got, want)
+
+
+# ---- the answer's opening, drafted (helpers.draft) -------------------------------------------------
+class Force(LogitsProcessor):
+    """Rows take given tokens at given steps (`plan`: step -> one token per row, None leaves a row free),
+    so a random model's rows open alike, as a fine-tuned model's answers do."""
+
+    def __init__(self, width: int, plan: dict[int, list[int | None]]):
+        self.width, self.plan = width, plan
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        for row, token in enumerate(self.plan.get(input_ids.shape[1] - self.width, [])):
+            if token is not None:
+                scores[row] = float("-inf")
+                scores[row, token] = 0.0
+        return scores
+
+
+class ForceAllowed(Force):
+    """Force that says which tokens each row may take, as the constrained processor does, so the loop
+    computes the head from hidden states (narrowed to the forced token at forced steps)."""
+
+    def allowed_rows(self, input_ids, vocab, rows=None):
+        rows = list(range(input_ids.shape[0])) if rows is None else list(rows)
+        plan = self.plan.get(input_ids.shape[1] - self.width, [])
+        allowed = torch.ones(len(rows), vocab, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if row < len(plan) and plan[row] is not None:
+                allowed[i] = False
+                allowed[i, plan[row]] = True
+        return allowed
+
+
+def drafted(monkeypatch) -> dict[str, list[int]]:
+    """Records each draft forward's length and each acceptance (the step the loop went on from)."""
+    seen: dict[str, list[int]] = {"forwarded": [], "accepted": []}
+    forward, settle = drafting.forward, drafting.settle
+
+    def count_forward(model, draft, *args, **kwargs):
+        seen["forwarded"].append(len(draft))
+        return forward(model, draft, *args, **kwargs)
+
+    def count_settle(cache, ahead, step, *args, **kwargs):
+        seen["accepted"].append(step)
+        return settle(cache, ahead, step, *args, **kwargs)
+
+    monkeypatch.setattr(drafting, "forward", count_forward)
+    monkeypatch.setattr(drafting, "settle", count_settle)
+    return seen
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+@pytest.mark.parametrize("model_type", ["llama", "gemma3"])
+@pytest.mark.parametrize("case", ["all", "part", "none", "cap", "stop"])
+def test_a_drafted_opening_gives_generates_tokens(tok, model_type, case, narrow, monkeypatch):
+    """All of the draft accepted, part of it (a row chooses otherwise at step 3, or stops there), none
+    (rows disagree at token 0), or a cap under the draft's length: always generate's tokens, from
+    logits or from hidden states through the narrowed head."""
+    vocab = len(tok)
+    model = tiny_model(model_type, vocab)
+    ids, mask = left_padded(vocab)
+    width, rows = ids.shape[1], ids.shape[0]
+    stops = frequent_stops(model, ids, mask)
+    forced = {"all": 5, "part": 3, "none": 0, "cap": 5, "stop": 3}[case]
+    plan = {i: [OPEN[i]] * rows for i in range(forced)}
+    if case == "stop":
+        plan[3] = [stops[0]] + [None] * (rows - 1)          # row 0 ends where the draft is rejected
+    cap = 3 if case == "cap" else 24
+    kind = ForceAllowed if narrow else Force
+    want = generate(model, ids, mask, stops, cap, LogitsProcessorList([kind(width, plan)]))
+    assert want[:, width:width + min(forced, cap)].eq(torch.tensor(OPEN[:min(forced, cap)])).all()
+    for drop in (True, False):
+        seen = drafted(monkeypatch)
+        with torch.inference_mode():
+            procs = LogitsProcessorList([kind(width, plan)])
+            assert (greedy.narrow_head(model, procs) is not None) == narrow
+            got = greedy.decode(model, ids, mask, stops, PAD, cap, procs, drop_finished=drop, draft=OPEN)
+        assert torch.equal(got, want), (model_type, case, drop)
+        expect = {"all": ([5], [5]), "part": ([5], [3]), "none": ([], []), "cap": ([2], []),
+                  "stop": ([5], [3])}[case]
+        assert (seen["forwarded"], seen["accepted"]) == expect, seen
+
+
+def test_truncate_drops_the_last_positions_and_the_next_update_overwrites_them(tok):
+    layer = greedy.BufferLayer(8)
+    keys = torch.arange(2 * 1 * 5 * 2, dtype=torch.float32).reshape(2, 1, 5, 2)
+    layer.update(keys, -keys)
+    layer.truncate(3)
+    assert layer.get_seq_length() == 3 and torch.equal(layer.keys, keys[:, :, :3])
+    new = torch.full((2, 1, 1, 2), 99.0)
+    k, v = layer.update(new, -new)
+    assert k.shape[2] == 4 and torch.equal(k[:, :, 3:], new) and torch.equal(v[:, :, :3], -keys[:, :, :3])
+    with pytest.raises(ValueError, match="cannot truncate"):
+        layer.truncate(5)
+
+
+def test_grouped_heads_sets_the_sdpa_switch_for_one_forward_only(monkeypatch):
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    with drafting.grouped_heads(True):
+        assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    with drafting.grouped_heads(False):
+        assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+
+
+def test_the_opening_is_what_step_3_trains_answers_to_start_with(tok):
+    spec = models.get_spec("smollm2-135m")
+    opening = drafting.opening(tok, spec)
+    assert opening == OPENING and tok.decode(opening) == '{"drugs": ["'
+    for answer in ('{"drugs": ["Zoloft"], "adverse_events": []}', '{"drugs": [], "adverse_events": ["rash"]}'):
+        ids = tok(answer + spec.eot, add_special_tokens=False)["input_ids"]
+        shared = next((i for i, (a, b) in enumerate(zip(ids, opening)) if a != b), len(opening))
+        assert shared == (len(opening) if '["Z' in answer else len(opening) - 1)
 
 
 # ---- real models (offline cache) ---------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from . import paths
+from . import draft as drafting, paths
 from .grounding import DEFAULT_FUZZY_THRESHOLD, ground_prediction, snap_record
 from .io import finish_publish, write_jsonl
 from .parsing import parse_output
@@ -91,13 +91,15 @@ def _batches(order: Sequence[int], size: int) -> Iterable[list[int]]:
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids: Sequence[int],
                    max_new_tokens: int, constrained: str | bool = False,
                    texts: Sequence[str] | None = None, prefix: Any = None,
-                   decoder: str = "loop") -> list[tuple[str, int, str]]:
+                   decoder: str = "loop", draft: Sequence[int] | None = None) -> list[tuple[str, int, str]]:
     """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each.
     `decoder` (DECODERS): "loop" runs helpers.greedy with helpers.prefill (the shared prefix once, rows
     prefilled in groups of similar length), "loop-plain-prefill" the same loop after one plain forward,
     "generate" transformers' own loop; the loops give way to `generate` where they cannot be sure.
     `prefix` (a prefix_cache.PrefixCache) is the shared instruction prefix, computed once per split;
-    under `generate` each report's tokens are then also prefilled without padding (within a sliding window)."""
+    under `generate` each report's tokens are then also prefilled without padding (within a sliding window).
+    `draft` (the loops only): the tokens answers open with (helpers.draft.opening), computed in one forward
+    and kept as far as every row chooses them."""
     from transformers import LogitsProcessorList
 
     ids = [encode(tokenizer, p) for p in prompts]
@@ -110,7 +112,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
         processors.append(RecordLogitsProcessor(tokenizer, vocab, stop_ids, width, max_new_tokens,
                                                 mode=constrained, texts=texts))
     with torch.inference_mode():
-        out = _decode(model, ids, pad, stop_ids, max_new_tokens, processors, prefix, decoder)
+        out = _decode(model, ids, pad, stop_ids, max_new_tokens, processors, prefix, decoder, draft)
     results = []
     stops = set(stop_ids)
     for row in out[:, width:].tolist():
@@ -122,7 +124,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
 
 
 def _decode(model: Any, ids: Sequence[Sequence[int]], pad: int, stop_ids: Sequence[int], max_new_tokens: int,
-            processors: Any, prefix: Any, decoder: str) -> torch.Tensor:
+            processors: Any, prefix: Any, decoder: str, draft: Sequence[int] | None = None) -> torch.Tensor:
     """Prompt + new token ids of a left-padded batch from helpers.greedy's loop, or from `generate` where
     that loop cannot guarantee the same tokens (said once per reason) or when asked for."""
     from . import greedy
@@ -136,7 +138,7 @@ def _decode(model: Any, ids: Sequence[Sequence[int]], pad: int, stop_ids: Sequen
         reason = greedy.unsupported(model, width, max_new_tokens)
         if reason is None:
             return greedy.decode(model, input_ids, attention, stop_ids, pad, max_new_tokens, processors,
-                                 grouped_prefill=decoder == "loop", prefix=prefix)
+                                 grouped_prefill=decoder == "loop", prefix=prefix, draft=draft)
         greedy.log_fallback(reason)
     return _generate(model, ids, input_ids, attention, pad, stop_ids, max_new_tokens, processors, prefix)
 
@@ -188,7 +190,7 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
             max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
             system: str | None = None, adapter: str | None = None, snap: bool = True,
             fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
-            prefix_cache: bool = False, decoder: str = "loop") -> list[dict[str, Any]]:
+            prefix_cache: bool = False, decoder: str = "loop", draft: bool = True) -> list[dict[str, Any]]:
     """Prediction records for `reports` (in their order): batched greedy generation, left padding,
     stop at the end-of-turn token; batches are formed by prompt length to waste little padding.
     `prefix_cache` computes the instruction prefix all prompts share once and prefills each report
@@ -196,7 +198,8 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     benchmarks/infer_throughput.py) but not on whole length-sorted splits, whose batches carry
     little padding (0.75-0.9x in step 5 of the cpu profile: one forward per report costs more), so it is off.
     `decoder` "loop" (helpers.greedy: no per-token cache copy, finished rows dropped; the same tokens as
-    `generate`, which it falls back to where it cannot be sure) or "generate" (transformers' loop)."""
+    `generate`, which it falls back to where it cannot be sure) or "generate" (transformers' loop).
+    `draft`: the loops compute the answer's common opening (helpers.draft) in one forward, same tokens."""
     from tqdm.auto import tqdm
 
     if batch_size < 1 or max_new_tokens < 1:
@@ -211,13 +214,14 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     order = sorted(range(len(reports)), key=lambda i: -lengths[i])
     model.eval()
     prefix = _prefix(model, tokenizer, prompts) if prefix_cache and len(reports) > 1 else None
+    opening = drafting.opening(tokenizer, spec) if draft and decoder != "generate" else None
     records: list[dict[str, Any] | None] = [None] * len(reports)
     bar = tqdm(total=len(reports), unit="report", desc=system, disable=not progress)
     try:
         for idx in _batches(order, batch_size):
             outputs = generate_batch(model, tokenizer, [prompts[i] for i in idx], stop_ids, max_new_tokens,
                                      constrained=mode, texts=[reports[i]["text"] for i in idx], prefix=prefix,
-                                     decoder=decoder)
+                                     decoder=decoder, draft=opening)
             for i, (raw, n_new, reason) in zip(idx, outputs):
                 records[i] = make_record(reports[i], raw, n_new, reason, system, spec.key, adapter, mode,
                                          snap=snap, fuzzy_threshold=fuzzy_threshold)
