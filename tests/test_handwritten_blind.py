@@ -23,12 +23,9 @@ def reports() -> list[dict]:
 
 
 def test_every_label_is_a_located_span(reports):
+    hw.test_every_label_is_a_located_span(reports)      # the first set's check, on this file
     for r in reports:
-        for s in r["spans"]:
-            assert r["text"][s["start"]:s["end"]] == s["text"], r["id"]
-        for field, label in (("drugs", "drug"), ("adverse_events", "adverse_event")):
-            texts = [s["text"] for s in r["spans"] if s["label"] == label]
-            assert r[field] == hw._distinct(texts), f"{r['id']}: {field} != distinct {label} spans"
+        for field in ("drugs", "adverse_events"):
             assert schemas.dedupe(r[field]) == r[field], f"{r['id']}: {field} differ in case only"
 
 
