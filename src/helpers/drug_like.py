@@ -29,18 +29,33 @@ FREQUENCIES = ("daily", "qd", "qhs", "qam", "qpm", "hs", "bid", "tid", "qid", "p
                "q4h", "q6h", "q8h", "q12h", "po", "iv", "im", "sq", "subq", "topical", "oral")
 STATUS_WORDS = ("d/c'd", "dc'd", "d/c", "held", "stopped", "started", "discontinued", "restarted", "switched")
 UNITS = ("mg", "mcg", "g", "ml", "units", "iu")
-DOSE_WORDS = UNITS + ("dose", "doses", "low", "high", "half", "full", "am", "pm")
+DOSE_WORDS = UNITS + ("dose", "doses", "low", "high", "half", "full", "am", "pm", "handful", "couple", "bunch")
 MODIFIER_WORDS = frozenset(w.lower() for group in (RELEASE_FORMS, DOSAGE_FORMS, FREQUENCIES, STATUS_WORDS,
                                                    DOSE_WORDS) for w in group) | PRODUCT_WORDS
 LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of pt's".split())
+# an order or a change written before the name ("switch to clindamycin", "given ondansetron")
+LEADING_VERBS = frozenset("switch switched start started restart restarted resume resumed try tried given gave "
+                          "add added hold stop stopped continue continued increase increased to".split())
+POSSESSIVE = re.compile(r"^\w+['’]s$")   # "brother's Xanax": a person's drug is the drug
 # clinical-note shorthand and lab names: never a drug span on their own
 SHORTHAND = frozenset(
     "pt pts obs plt plts hx sx dx tx ros hpi cc labs lab level levels etoh wbc hgb hb bp hr rr "
-    "temp spo2 lipase ast alt inr tsh a1c bnp troponin lft lfts cbc bmp cmp x".split())
+    "temp spo2 lipase ast alt inr tsh a1c bnp troponin lft lfts cbc bmp cmp anc grade x".split())
+# a verb of a note's sentence ("Pt reports", "denies"): a drug string holding one is a sentence, not a name
+NOTE_VERBS = frozenset("reports reported denies denied states stated presents presented complains endorses "
+                       "admits notes".split())
+# drug classes (annotation guide: a class is not a product, "my statin"), by the last word of the class or as
+# written by patients; the vocabulary's class names are added in drug_classes()
+CLASS_HEADS = frozenset("inhibitor inhibitors blocker blockers agonist agonists antagonist antagonists".split())
+LAY_CLASSES = frozenset(
+    "statin;statins;antibiotic;antibiotics;steroid;steroids;ssri;ssris;snri;snris;antidepressant;antidepressants;"
+    "antihistamine;antihistamines;chemo;chemotherapy;opioid;opioids;nsaid;nsaids;benzo;benzos;blood thinner;"
+    "blood thinners;birth control;the pill;water pill;water pills;painkiller;painkillers;diuretic;diuretics".split(";"))
 FUNCTION_WORDS = frozenset(
     "a an the of in on at to and or with for from by my me i you he she it we they his her their its our your "
     "this that some very is was were be been am are can could will would should do did does not no so "
-    "but if then just also too now here there when while still much many more most far first last really".split())
+    "but if then just also too now here there when while still much many more most far first last really "
+    "abt bc tho idk rn lol omg ppl".split())
 DOSE_TOKEN = re.compile(r"^[\d.,/%]+(mg|mcg|g|ml|%|u)?$")
 # a duration or a time ("x 2 wks", "6h", "3 days"): never a drug on its own
 DURATION_TOKEN = re.compile(r"^\d*(h|hr|hrs|hour|hours|d|day|days|wk|wks|week|weeks|mo|mos|month|months|y|yr|yrs|"
@@ -60,6 +75,14 @@ def known_names() -> frozenset[str]:
     """Normalised drug names of the vocabulary: a brand such as "Adderall XR" keeps its release form."""
     return frozenset(normalize(n) for d in _vocab().drugs for k in ("generic", "brands", "misspellings", "short_forms")
                      for n in (d.get(k) or "").split(";") if n)
+
+
+@lru_cache(maxsize=1)
+def drug_classes() -> frozenset[str]:
+    """Normalised class names (the vocabulary's and patients' own), singular and plural, that name no drug
+    of the vocabulary ("insulin" is both a class and a product, so it stays a drug)."""
+    names = {normalize(c) for c in _vocab().classes} | {normalize(c) for c in LAY_CLASSES}
+    return frozenset(n for c in names for n in (c, c + "s") if n not in known_names())
 
 
 @lru_cache(maxsize=1)
@@ -89,8 +112,9 @@ def _reaction_tail(toks: list[re.Match]) -> int:
 
 
 def trim_drug(text: str) -> str:
-    """The drug name inside a predicted drug string: leading possessives and trailing dose, form, route,
-    frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem qhs" -> "zolpidem",
+    """The drug name inside a predicted drug string: leading possessives and orders and trailing dose, form,
+    route, frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem qhs" -> "zolpidem",
+    "his brother's Xanax" -> "Xanax", "switch to clindamycin" -> "clindamycin",
     "metforman er" -> "metforman", "prednisone moon face" -> "prednisone"), but a capitalised brand keeps
     its release form ("Wellbutrin XL"); what is left is still a stretch of the original string."""
     norm = normalize(text)
@@ -98,13 +122,13 @@ def trim_drug(text: str) -> str:
         return text
     toks = list(re.finditer(r"\S+", text))
     while len(toks) > 1:
-        last = toks[-1].group()
+        first, last = toks[0].group(), toks[-1].group()
         if _bare(last).upper() in RELEASE_FORMS and toks[-2].group()[:1].isupper():
             break                                  # "Wellbutrin XL": a brand's release form is its name
         tail = 1 if _not_name(last) else _reaction_tail(toks)
         if tail:
             del toks[-tail:]
-        elif _bare(toks[0].group()) in LEADING_WORDS:
+        elif _bare(first) in LEADING_WORDS or _bare(first) in LEADING_VERBS or POSSESSIVE.match(_bare(first)):
             toks.pop(0)
         else:
             break
@@ -120,8 +144,9 @@ def has_content(text: str) -> bool:
 
 def is_drug_like(text: str) -> bool:
     """False for strings that cannot be a drug span: empty, an e-mail, a URL, a question, more than
-    MAX_WORDS words, a product or function word, note shorthand, a dose, a duration, or a reaction or indication
-    of the vocabulary (also with product words after it: "blood pressure medicine")."""
+    MAX_WORDS words, a product or function word, note shorthand, a dose, a duration, a note's sentence
+    ("Pt reports"), a drug class ("steroids", "ACE inhibitor"), or a reaction or indication of the vocabulary
+    (also with product words after it: "blood pressure medicine")."""
     norm = normalize(text)
     if not norm or "@" in text or "?" in text or "http" in norm or "www" in norm.split():
         return False
@@ -130,6 +155,8 @@ def is_drug_like(text: str) -> bool:
         return False
     if all(w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w)
            or DURATION_TOKEN.match(w) for w in words):
+        return False
+    if any(w in NOTE_VERBS for w in words) or norm in drug_classes() or words[-1] in CLASS_HEADS:
         return False
     while len(words) > 1 and words[-1] in PRODUCT_WORDS:
         words.pop()
