@@ -170,3 +170,33 @@ def in_address(text: str, start: int, end: int) -> bool:
     right = min([i for i in (text.find(ch, end) for ch in " \t\n)>]") if i >= 0] or [len(text)])
     token = text[left:right].lower()
     return "@" in token or "://" in token or token.startswith("www.")
+
+
+HEADER_KEYS = re.compile(r"^(from|to|cc|date|subject|reporter|relationship to [^:]*|reason for contacting|name|"
+                         r"e-?mail|phone|address)\s*:", re.IGNORECASE | re.MULTILINE)
+MESSAGE_LINE = re.compile(r"^message\s*:", re.IGNORECASE | re.MULTILINE)
+VALEDICTION = re.compile(r"^\s*(best regards|kind regards|regards|thanks|thank you|sincerely|best wishes|cheers)"
+                         r"\s*[,.!]?\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def message_bounds(text: str) -> tuple[int, int]:
+    """Where a report's message starts and ends: after a web form's "Message:" label or an e-mail's
+    header block (its "From:"/"Subject:" lines up to the first blank line), and before a closing such as
+    "Best regards," (annotation guide: header lines, names and signatures carry no labels)."""
+    start = 0
+    if (m := MESSAGE_LINE.search(text)):
+        start = m.end()
+    elif (h := HEADER_KEYS.match(text)):
+        blank = text.find("\n\n", h.start())
+        start = blank + 2 if blank >= 0 else 0
+    closing = [m.start() for m in VALEDICTION.finditer(text) if m.start() >= start]
+    return start, (closing[-1] if closing else len(text))
+
+
+def outside_message(text: str, start: int, end: int) -> bool:
+    """True when text[start:end] is a header or signature line's words that the message itself never
+    uses ("Henrik Dahl" above a web form's "Message:"): no drug is named there."""
+    lo, hi = message_bounds(text)
+    if lo <= start and end <= hi:
+        return False
+    return text[start:end].casefold() not in text[lo:hi].casefold()

@@ -129,7 +129,8 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
     listed them as adverse events (a span is one or the other; small models copy an event into both
     lists when a report names no drug, docs/design.md section 7), when they cannot be drug names
     (drug_like.is_drug_like: reactions, indications, shorthand, sentences) or, given the report
-    `text`, when they are found only inside an e-mail or web address."""
+    `text`, when they are found only inside an e-mail or web address or only in header or signature lines
+    (drug_like.outside_message)."""
     if parsed is None:
         return None
     by_key = {(g["field"], g["predicted"]): g for g in grounding}
@@ -142,7 +143,8 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
         out[field] = dedupe([x for x in items if drug_like.has_content(x)])
     events = {e.casefold() for e in out["adverse_events"]}
     addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
-                  and g["start"] is not None and drug_like.in_address(text, g["start"], g["end"])}
+                  and g["start"] is not None and (drug_like.in_address(text, g["start"], g["end"])
+                                                  or drug_like.outside_message(text, g["start"], g["end"]))}
     kept = [d for d in out["drugs"] if d.casefold() not in events and d not in addresses]
     out["drugs"] = dedupe([t for t in map(trim_drug, kept)
                            if t.casefold() not in events and drug_like.has_content(t) and is_drug_like(t)])
