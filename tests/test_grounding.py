@@ -180,3 +180,57 @@ def test_a_drug_trimmed_to_no_content_word_is_dropped():
     text = "Plan: stop Zoloft, f/u C diff."
     parsed = {"drugs": ["Zoloft", "f/u C diff"], "adverse_events": []}
     assert snap_record(parsed, ground_prediction(parsed, text))["drugs"] == ["Zoloft"]
+
+
+@pytest.mark.parametrize("span, name", [
+    ("switch to clindamycin", "clindamycin"), ("his brother's Xanax", "Xanax"), ("given ondansetron", "ondansetron"),
+    ("On lisinopril", "lisinopril"), ("mom’s Ambien", "Ambien")])
+def test_trim_drug_drops_a_leading_order_or_possessive(span, name):
+    assert trim_drug(span) == name
+
+
+@pytest.mark.parametrize("text", ["steroids", "ACE inhibitor", "SSRIs", "blood thinners", "the pill", "statin",
+                                  "beta blockers", "GLP-1 receptor agonist", "Pt reports", "pt denies", "ANC",
+                                  "grade", "abt", "a handful"])
+def test_classes_note_sentences_and_lab_shorthand_are_not_drug_like(text):
+    assert not is_drug_like(trim_drug(text))
+
+
+@pytest.mark.parametrize("name", ["insulin", "insulin glargine", "Lantus", "Ozempic", "Benadryl", "KCl", "MTX"])
+def test_products_beside_their_class_names_stay_drug_like(name):
+    assert is_drug_like(name)
+
+
+@pytest.mark.parametrize("text, drugs", [
+    # a web form: the reporter's name above "Message:" is no drug; the message's drug stays
+    ("Henrik Dahl\nh.dahl@example.no\nReason for contacting: Adverse Event\n\nMessage: Zyrtec made me drowsy.",
+     ["Zyrtec"]),
+    # an e-mail: subject line and signature carry no labels, unless the message itself names the drug
+    ("From: a@example.com\nSubject: Zyrtec question\n\nI get a rash on Zyrtec.\n\nBest regards,\nAnna Berg",
+     ["Zyrtec"]),
+])
+def test_snap_drops_drugs_found_only_in_header_or_signature_lines(text, drugs):
+    parsed = {"drugs": ["Henrik Dahl", "Anna Berg", "Zyrtec"], "adverse_events": []}
+    parsed = {"drugs": [d for d in parsed["drugs"] if d in text], "adverse_events": []}
+    assert snap_record(parsed, ground_prediction(parsed, text), text)["drugs"] == drugs
+
+
+def test_message_bounds_of_a_plain_post_is_the_whole_text():
+    from helpers.drug_like import message_bounds
+    text = "been on Lexapro 3 weeks, dizzy all the time. thanks"
+    assert message_bounds(text) == (0, len(text))
+
+
+def test_snap_drops_events_that_cannot_be_reactions_and_keeps_the_drug_they_shadowed():
+    text = "Pt on semaglutide, c/o N/V and neck pain; neck stiff. Tx: ondansetron. Symptoms improved."
+    parsed = {"drugs": ["semaglutide", "ondansetron"],
+              "adverse_events": ["N/V", "neck", "neck pain", "ondansetron", "Symptoms"]}
+    snapped = snap_record(parsed, ground_prediction(parsed, text), text)
+    assert snapped == {"drugs": ["semaglutide", "ondansetron"], "adverse_events": ["N/V", "neck pain"]}
+
+
+@pytest.mark.parametrize("text", ["neck pain", "swollen ankles", "dry mouth", "felt sick", "hair loss", "N/V",
+                                  "side pain", "reaction to the dye"])
+def test_reactions_with_body_sites_stay_event_like(text):
+    from helpers.event_like import is_event_like
+    assert is_event_like(text)

@@ -80,9 +80,10 @@ def known_names() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def drug_classes() -> frozenset[str]:
     """Normalised class names (the vocabulary's and patients' own), singular and plural, that name no drug
-    of the vocabulary ("insulin" is both a class and a product, so it stays a drug)."""
+    of the vocabulary nor a word of one ("insulin", as in "insulin glargine", stays a drug)."""
     names = {normalize(c) for c in _vocab().classes} | {normalize(c) for c in LAY_CLASSES}
-    return frozenset(n for c in names for n in (c, c + "s") if n not in known_names())
+    name_words = {w for n in known_names() for w in n.split()}
+    return frozenset(n for c in names for n in (c, c + "s") if n not in known_names() and n not in name_words)
 
 
 @lru_cache(maxsize=1)
@@ -135,11 +136,15 @@ def trim_drug(text: str) -> str:
     return text[toks[0].start():toks[-1].end()] if toks else text
 
 
+SLASH_ABBREVIATION = re.compile(r"(?<![\w/])[A-Za-z]/[A-Za-z](?![\w/])")   # "N/V", "n/v": one reaction
+
+
 def has_content(text: str) -> bool:
     """False for a string no label can be: only function words, numbers, doses or single characters
-    (constrained decoding can stop a span after "with" or "s")."""
-    return any(len(w) > 1 and w not in FUNCTION_WORDS and w not in UNITS and not DOSE_TOKEN.match(w)
-               for w in normalize(text).split())
+    (constrained decoding can stop a span after "with" or "s"); a slash abbreviation such as "N/V" counts."""
+    return bool(SLASH_ABBREVIATION.search(text)) or any(
+        len(w) > 1 and w not in FUNCTION_WORDS and w not in UNITS and not DOSE_TOKEN.match(w)
+        for w in normalize(text).split())
 
 
 def is_drug_like(text: str) -> bool:
@@ -153,7 +158,7 @@ def is_drug_like(text: str) -> bool:
     words = norm.split()
     if len(words) > MAX_WORDS:
         return False
-    if all(w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w)
+    if all(len(w) == 1 or w in FUNCTION_WORDS or w in SHORTHAND or w in MODIFIER_WORDS or DOSE_TOKEN.match(w)
            or DURATION_TOKEN.match(w) for w in words):
         return False
     if any(w in NOTE_VERBS for w in words) or norm in drug_classes() or words[-1] in CLASS_HEADS:

@@ -18,6 +18,7 @@ from rapidfuzz import fuzz, process
 
 from . import drug_like
 from .drug_like import is_drug_like, trim_drug
+from .event_like import is_event_like
 from .schemas import FIELDS, dedupe
 
 DEFAULT_FUZZY_THRESHOLD = 85.0
@@ -123,7 +124,8 @@ def ground_prediction(parsed: dict[str, list[str]] | None, text: str,
 def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, Any]],
                 text: str = "") -> dict[str, list[str]] | None:
     """The record with each case/fuzzy match replaced by the report's own text (then deduplicated) and
-    without strings that hold no content word (helpers.drug_like.has_content). Drugs are then trimmed
+    without strings that hold no content word (helpers.drug_like.has_content); events that cannot be
+    reactions (helpers.event_like: a lone body part, "symptoms", a drug name) go. Drugs are then trimmed
     to their names (drug_like.trim_drug: no dose, form or possessive; a trimmed string with no content
     word left, "f/u", is dropped) and dropped when the model also
     listed them as adverse events (a span is one or the other; small models copy an event into both
@@ -141,6 +143,7 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
             g = by_key.get((field, predicted))
             items.append(g["matched_text"] if g and g["status"] in ("case", "fuzzy") else predicted)
         out[field] = dedupe([x for x in items if drug_like.has_content(x)])
+    out["adverse_events"] = [e for e in out["adverse_events"] if is_event_like(e)]
     events = {e.casefold() for e in out["adverse_events"]}
     addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
                   and g["start"] is not None and (drug_like.in_address(text, g["start"], g["end"])
