@@ -60,9 +60,14 @@ def test_mentions_are_whole_words_and_case_insensitive():
 
 
 def test_labels_must_agree_and_unlocated_or_dropped_strings_predict_nothing():
-    # "Lipitor" as an adverse event: right place, wrong label -> no match in either matching
-    c = counts(rec([], ["Lipitor"]))
+    # "Lipitor" as an adverse event, unsnapped (step 5 with `snap: false`): right place, wrong label -> no
+    # match in either matching
+    wrong_label = rec([], ["Lipitor"])
+    wrong_label["parsed"] = wrong_label["parsed_unsnapped"]
+    c = counts(wrong_label)
     assert c["spans_all_partial_tp"] == 0 and c["spans_adverse_event_partial_fp"] == 1
+    # snapping drops it: a drug name is no adverse event (helpers.event_like)
+    assert span_metrics.predicted_spans(rec([], ["Lipitor"])) == []
     # "dark urine" as a drug is no drug name at all: step 5 drops it (helpers.drug_like)
     assert span_metrics.predicted_spans(rec(["dark urine"], [])) == []
     # a string not in the report is not located: no span, but a false positive of its label
