@@ -201,18 +201,17 @@ def test_products_beside_their_class_names_stay_drug_like(name):
     assert is_drug_like(name)
 
 
-@pytest.mark.parametrize("text, drugs", [
+@pytest.mark.parametrize("text, predicted", [
     # a web form: the reporter's name above "Message:" is no drug; the message's drug stays
     ("Henrik Dahl\nh.dahl@example.no\nReason for contacting: Adverse Event\n\nMessage: Zyrtec made me drowsy.",
-     ["Zyrtec"]),
+     ["Henrik Dahl", "Zyrtec"]),
     # an e-mail: subject line and signature carry no labels, unless the message itself names the drug
     ("From: a@example.com\nSubject: Zyrtec question\n\nI get a rash on Zyrtec.\n\nBest regards,\nAnna Berg",
-     ["Zyrtec"]),
+     ["Anna Berg", "Zyrtec"]),
 ])
-def test_snap_drops_drugs_found_only_in_header_or_signature_lines(text, drugs):
-    parsed = {"drugs": ["Henrik Dahl", "Anna Berg", "Zyrtec"], "adverse_events": []}
-    parsed = {"drugs": [d for d in parsed["drugs"] if d in text], "adverse_events": []}
-    assert snap_record(parsed, ground_prediction(parsed, text), text)["drugs"] == drugs
+def test_snap_drops_drugs_found_only_in_header_or_signature_lines(text, predicted):
+    parsed = {"drugs": predicted, "adverse_events": []}
+    assert snap_record(parsed, ground_prediction(parsed, text), text)["drugs"] == ["Zyrtec"]
 
 
 def test_message_bounds_of_a_plain_post_is_the_whole_text():

@@ -145,10 +145,10 @@ def snap_record(parsed: dict[str, list[str]] | None, grounding: list[dict[str, A
         out[field] = dedupe([x for x in items if drug_like.has_content(x)])
     out["adverse_events"] = [e for e in out["adverse_events"] if is_event_like(e)]
     events = {e.casefold() for e in out["adverse_events"]}
-    addresses = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
+    outside = {g["matched_text"] for g in grounding if text and g["field"] == "drugs"
                   and g["start"] is not None and (drug_like.in_address(text, g["start"], g["end"])
                                                   or drug_like.outside_message(text, g["start"], g["end"]))}
-    kept = [d for d in out["drugs"] if d.casefold() not in events and d not in addresses]
+    kept = [d for d in out["drugs"] if d.casefold() not in events and d not in outside]
     out["drugs"] = dedupe([t for t in map(trim_drug, kept)
                            if t.casefold() not in events and drug_like.has_content(t) and is_drug_like(t)])
     return out
