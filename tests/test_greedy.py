@@ -228,6 +228,9 @@ class ForceAllowed(Force):
                 allowed[i, plan[row]] = True
         return allowed
 
+    def penalty_rows(self, rows, vocab):
+        return None
+
 
 def drafted(monkeypatch) -> dict[str, list[int]]:
     """Records each draft forward's length and each acceptance (the step the loop went on from)."""
@@ -336,19 +339,20 @@ def test_real_model_loop_gives_generates_outputs(key, monkeypatch):
         seen["groups"] += 1
         return group_cache(*args, **kwargs)
 
-    def count_narrowed(hidden, head, allowed, cols):
+    def count_narrowed(hidden, head, allowed, cols, penalty=None):
         seen["narrowed"] += cols is not None
-        return head_argmax(hidden, head, allowed, cols)
+        return head_argmax(hidden, head, allowed, cols, penalty)
 
     monkeypatch.setattr(prefill, "group_cache", count_groups)
     monkeypatch.setattr(greedy, "head_argmax", count_narrowed)
-    for mode in (False, "schema", "spans"):
-        kw = dict(batch_size=len(reports), max_new_tokens=64, constrained=mode, progress=False)
+    for mode, penalty in ((False, 0.0), ("schema", 0.0), ("spans", 0.0), ("spans", 4.0)):
+        kw = dict(batch_size=len(reports), max_new_tokens=64, constrained=mode, progress=False,
+                  drug_list_close_penalty=penalty)
         want = infer.predict(model, tok, spec, reports, decoder="generate", **kw)
         for cached in (False, True):
             got = infer.predict(model, tok, spec, reports, decoder="loop", prefix_cache=cached, **kw)
-            assert [r["raw"] for r in got] == [r["raw"] for r in want], (key, mode, cached)
+            assert [r["raw"] for r in got] == [r["raw"] for r in want], (key, mode, penalty, cached)
             assert [r["n_new_tokens"] for r in got] == [r["n_new_tokens"] for r in want]
-        lengths[mode] = [r["n_new_tokens"] for r in want]
+        lengths[(mode, penalty)] = [r["n_new_tokens"] for r in want]
     assert any(len(set(n)) >= 2 for n in lengths.values()), lengths          # rows finish at different steps
-    assert seen["groups"] >= 2 * 3 * 2 and seen["narrowed"] > 0
+    assert seen["groups"] >= 2 * 4 * 2 and seen["narrowed"] > 0

@@ -49,11 +49,12 @@ def tok_and_eos():
     return tok, infer.stop_token_ids(tok, spec)
 
 
-def _simulate(tok, eos, texts, mode, max_new_tokens, seed, vocab=49152):
+def _simulate(tok, eos, texts, mode, max_new_tokens, seed, vocab=49152, close_penalty=0.0):
     """Greedy decoding over random logits (a worst-case model) through the processor."""
     gen = torch.Generator().manual_seed(seed)
     prompt_len = 7
-    proc = RecordLogitsProcessor(tok, vocab, eos, prompt_len, max_new_tokens, mode=mode, texts=texts)
+    proc = RecordLogitsProcessor(tok, vocab, eos, prompt_len, max_new_tokens, mode=mode, texts=texts,
+                                 close_penalty=close_penalty)
     ids = torch.zeros(len(texts), prompt_len, dtype=torch.long)
     for _ in range(max_new_tokens):
         scores = proc(ids, torch.randn(len(texts), vocab, generator=gen) * 5)
@@ -96,6 +97,48 @@ def test_spans_are_whole_words_when_the_budget_allows(tok_and_eos):
                 total += 1
                 whole += bool(re.search(r"(?<!\w)" + re.escape(item) + r"(?!\w)", text))
     assert total > 0 and whole / total >= 0.9
+
+
+def _scores_after(proc, tok, prompt_len, answer_so_far):
+    """The processor's scores (from all-zero logits) for the next token after `answer_so_far`."""
+    ids = tok(answer_so_far, add_special_tokens=False)["input_ids"]
+    history = torch.zeros(1, prompt_len, dtype=torch.long)
+    scores = proc(history, torch.zeros(1, 49152))
+    for t in ids:
+        history = torch.cat([history, torch.tensor([[t]])], dim=1)
+        scores = proc(history, torch.zeros(1, 49152))
+    return scores[0]
+
+
+def test_close_penalty_falls_on_ending_the_drug_list_after_a_drug_only(tok_and_eos):
+    tok, eos = tok_and_eos
+    close, go_on = (tok('"],', add_special_tokens=False)["input_ids"], tok('",', add_special_tokens=False)["input_ids"])
+    assert len(close) == 1 and len(go_on) == 1
+    proc = RecordLogitsProcessor(tok, 49152, eos, 3, 60, mode="schema", close_penalty=2.5)
+    inside = _scores_after(proc, tok, 3, '{"drugs": ["aspirin')
+    assert inside[close[0]] == -2.5 and inside[go_on[0]] == 0.0       # a list with a drug: ending it costs
+    assert (inside[inside > float("-inf")] == -2.5).any() and inside.max() == 0.0
+    empty = _scores_after(RecordLogitsProcessor(tok, 49152, eos, 3, 60, mode="schema", close_penalty=2.5),
+                          tok, 3, '{"drugs": [')
+    assert set(empty[empty > float("-inf")].unique().tolist()) == {0.0}   # the empty list is free
+    events = _scores_after(RecordLogitsProcessor(tok, 49152, eos, 3, 60, mode="schema", close_penalty=2.5),
+                           tok, 3, '{"drugs": ["aspirin"], "adverse_events": ["rash')
+    assert set(events[events > float("-inf")].unique().tolist()) == {0.0}  # the event list is untouched
+
+
+def test_close_penalty_lengthens_drug_lists_and_outputs_still_close_in_time(tok_and_eos):
+    tok, eos = tok_and_eos
+    texts = [r["text"] for r in REPORTS]
+    counts = {}
+    for penalty in (0.0, 50.0):
+        outs = [raw for seed in range(3) for raw in _simulate(tok, eos, texts, "spans", 60, seed, close_penalty=penalty)]
+        assert all(parse_output(raw)[1] == "ok" for raw in outs), outs
+        counts[penalty] = sum(len(json.loads(raw)["drugs"]) for raw in outs)
+    assert counts[50.0] > counts[0.0], counts
+    with pytest.raises(ValueError, match="needs constrained decoding"):
+        infer.check_close_penalty(1.0, False)
+    with pytest.raises(ValueError, match=">= 0"):
+        infer.check_close_penalty(-1.0, "spans")
 
 
 def test_budget_too_small_is_a_clear_error(tok_and_eos):

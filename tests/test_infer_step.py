@@ -18,6 +18,8 @@ def test_an_unknown_backend_fails_before_any_model_loads():
     infer_step.check_backend("hf")
     with pytest.raises(ValueError, match="backend must be one of hf, vllm"):
         infer_step.check_backend("tgi")
+    with pytest.raises(ValueError, match="drug_list_close_penalty is applied by the hf backend"):
+        infer_step.check_backend("vllm", 2.0)
 
 
 def test_examples_html_escapes_the_raw_output_and_names_the_system():

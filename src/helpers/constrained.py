@@ -15,6 +15,9 @@ environment. The schema is fixed and tiny, so a character automaton over it is e
   in time are allowed: with constraints on, every output parses.
 - `spans` mode (docs/design.md section 7): additionally every string is a span of the report itself,
   starting and ending on word boundaries, so the model can only copy the reporter's own words.
+- `close_penalty` (either mode): nats taken off every token that closes the drug list after a drug, so
+  a model that stops its list early (a report's third drug, a treatment drug) goes on; the empty list
+  is never penalized, so a report naming no drug still gets none (docs/design.md section 7).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class Automaton:
     first_char: list[bool] = field(default_factory=list)   # the content char starts a string (no space)
     string_state: list[bool] = field(default_factory=list)  # inside a string value
     accept: int = -1
+    drug_items: frozenset[int] = frozenset()               # states inside the drug list's items
 
     def new(self, string_state: bool = False) -> int:
         self.trans.append({})
@@ -95,6 +99,7 @@ def record_automaton() -> Automaton:
     state = a.new()
     state = a.literal(state, '{"drugs": [')
     state = a.string_list(state)
+    a.drug_items = frozenset(range(state + 1, len(a.trans)))   # string_list makes its close state first
     state = a.literal(state, ', "adverse_events": [')
     state = a.string_list(state)
     a.accept = a.literal(state, "}")
@@ -288,7 +293,8 @@ class RecordLogitsProcessor(LogitsProcessor):
     `texts` (spans mode) are the reports, in the same order."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int], prompt_len: int,
-                 max_new_tokens: int, mode: str = "schema", texts: Sequence[str] | None = None):
+                 max_new_tokens: int, mode: str = "schema", texts: Sequence[str] | None = None,
+                 close_penalty: float = 0.0):
         if mode not in MODES:
             raise ValueError(f"constrained mode must be one of {MODES}, not {mode!r}")
         if mode == "spans" and texts is None:
@@ -311,6 +317,31 @@ class RecordLogitsProcessor(LogitsProcessor):
         self.positions: list[list[int]] = []  # spans mode: text positions where the current string ends
         max_len = max((len(s) for s in self.tables.token_text), default=1)
         self.max_token_len = min(max_len, 48)
+        self.close_penalty = float(close_penalty)
+        self._closing: dict[int, torch.Tensor] = {}
+
+    def closing_tokens(self, state: int) -> torch.Tensor:
+        """The tokens that, from a state inside the drug list's items, close the list ([vocab] bool)."""
+        if state not in self._closing:
+            nxt = self.tables.next_state[state].long()
+            inside = torch.tensor(sorted(self.tables.automaton.drug_items), dtype=torch.long)
+            self._closing[state] = (nxt >= 0) & ~torch.isin(nxt, inside)
+        return self._closing[state]
+
+    def penalty_rows(self, rows: Sequence[int], vocab: int) -> torch.Tensor | None:
+        """What to take off each row's scores ([rows, vocab] float; None when no row pays a penalty):
+        `close_penalty` on the tokens closing the drug list, for rows inside its items (a drug begun)."""
+        if not self.close_penalty or self.states is None:
+            return None
+        items = self.tables.automaton.drug_items
+        due = [(i, self.states[row]) for i, row in enumerate(rows)
+               if not self.done[row] and self.states[row] in items]
+        if not due:
+            return None
+        penalty = torch.zeros(len(rows), vocab)
+        for i, state in due:
+            penalty[i, self.closing_tokens(state)[:vocab]] = self.close_penalty
+        return penalty
 
     def _advance(self, row: int, token: int) -> None:
         if self.done[row]:
@@ -405,7 +436,9 @@ class RecordLogitsProcessor(LogitsProcessor):
         """As a call, for some rows of the batch only (`rows`: their numbers in the first call's batch),
         so a decoding loop that drops finished rows (helpers.greedy) keeps every row's own state."""
         allowed = self.allowed_rows(input_ids, scores.shape[1], rows)
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+        scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+        penalty = self.penalty_rows(list(range(input_ids.shape[0])) if rows is None else list(rows), scores.shape[1])
+        return scores if penalty is None else scores - penalty.to(scores.device, scores.dtype)
 
     def allowed_rows(self, input_ids: torch.LongTensor, vocab: int, rows: Sequence[int] | None = None
                      ) -> torch.Tensor:

@@ -215,22 +215,27 @@ def choose(processors: Any, history: torch.Tensor, live: torch.Tensor, logits: t
     if hidden is None:
         return scored(processors, history, logits, live).argmax(-1)
     whole = len(live) == history.shape[0]
-    allowed = processors[0].allowed_rows(history if whole else history[live], head.weight.shape[0],
-                                         None if whole else live.tolist())
+    rows = None if whole else live.tolist()
+    allowed = processors[0].allowed_rows(history if whole else history[live], head.weight.shape[0], rows)
     allowed = allowed.to(hidden.device)
+    penalty = processors[0].penalty_rows(list(range(len(live))) if whole else rows, head.weight.shape[0])
     cols = allowed.any(0).nonzero().flatten()
-    return head_argmax(hidden[:, -1], head, allowed, None if len(cols) * NARROW_SHARE > allowed.shape[1] else cols)
+    return head_argmax(hidden[:, -1], head, allowed, None if len(cols) * NARROW_SHARE > allowed.shape[1] else cols,
+                       None if penalty is None else penalty.to(hidden.device))
 
 
 def head_argmax(hidden: torch.Tensor, head: torch.nn.Linear, allowed: torch.Tensor,
-                cols: torch.Tensor | None) -> torch.Tensor:
+                cols: torch.Tensor | None, penalty: torch.Tensor | None = None) -> torch.Tensor:
     """The best allowed token of each row from the head's rows `cols` only (None: the whole head), so
-    the few hundred allowed tokens cost a few hundred dot products; ties go to the lowest token id, as
-    argmax over the whole masked vocabulary breaks them."""
+    the few hundred allowed tokens cost a few hundred dot products, after the processor's `penalty`
+    ([rows, vocab], None: none); ties go to the lowest token id, as argmax over the whole masked
+    vocabulary breaks them."""
     if cols is None:
         full = head(hidden[:, None])[:, -1].to(copy=True, dtype=torch.float32)
+        full = full if penalty is None else full - penalty
         return full.masked_fill(~allowed, float("-inf")).argmax(-1)
     part = torch.nn.functional.linear(hidden, head.weight[cols]).to(torch.float32)
+    part = part if penalty is None else part - penalty[:, cols]
     return cols[part.masked_fill(~allowed[:, cols], float("-inf")).argmax(-1)]
 
 

@@ -45,6 +45,15 @@ def constrained_mode(value: Any) -> str | bool:
     raise ValueError(f"constrained must be false, true/'schema' or 'spans', not {value!r}")
 
 
+def check_close_penalty(penalty: float, mode: str | bool) -> None:
+    """The drug-list close penalty lives in the constrained processor: refuse it without one, or below 0."""
+    if penalty < 0:
+        raise ValueError(f"infer.drug_list_close_penalty must be >= 0 (nats), not {penalty}")
+    if penalty and not mode:
+        raise ValueError("infer.drug_list_close_penalty needs constrained decoding (infer.constrained: "
+                         "schema or spans): the constrained processor applies it")
+
+
 def adapter_dir(run: str, model: str) -> Path:
     """The step-4 adapter folder of a run and model; a clear error when it is not there."""
     folder = paths.model_dir(run, model)
@@ -91,7 +100,8 @@ def _batches(order: Sequence[int], size: int) -> Iterable[list[int]]:
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids: Sequence[int],
                    max_new_tokens: int, constrained: str | bool = False,
                    texts: Sequence[str] | None = None, prefix: Any = None,
-                   decoder: str = "loop", draft: Sequence[int] | None = None) -> list[tuple[str, int, str]]:
+                   decoder: str = "loop", draft: Sequence[int] | None = None,
+                   close_penalty: float = 0.0) -> list[tuple[str, int, str]]:
     """Greedy generation for one left-padded batch: (raw text, n new tokens, finish reason) each.
     `decoder` (DECODERS): "loop" runs helpers.greedy with helpers.prefill (the shared prefix once, rows
     prefilled in groups of similar length), "loop-plain-prefill" the same loop after one plain forward,
@@ -99,7 +109,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
     `prefix` (a prefix_cache.PrefixCache) is the shared instruction prefix, computed once per split;
     under `generate` each report's tokens are then also prefilled without padding (within a sliding window).
     `draft` (the loops only): the tokens answers open with (helpers.draft.opening), computed in one forward
-    and kept as far as every row chooses them."""
+    and kept as far as every row chooses them. `close_penalty` (constrained only): nats off closing the
+    drug list after a drug (helpers.constrained)."""
     from transformers import LogitsProcessorList
 
     ids = [encode(tokenizer, p) for p in prompts]
@@ -110,7 +121,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], stop_ids:
         from .constrained import RecordLogitsProcessor
         vocab = model.get_output_embeddings().weight.shape[0]
         processors.append(RecordLogitsProcessor(tokenizer, vocab, stop_ids, width, max_new_tokens,
-                                                mode=constrained, texts=texts))
+                                                mode=constrained, texts=texts, close_penalty=close_penalty))
     with torch.inference_mode():
         out = _decode(model, ids, pad, stop_ids, max_new_tokens, processors, prefix, decoder, draft)
     results = []
@@ -190,7 +201,8 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
             max_new_tokens: int = 96, constrained: Any = False, progress: bool = True,
             system: str | None = None, adapter: str | None = None, snap: bool = True,
             fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD, prompt_system: str | None = None,
-            prefix_cache: bool = False, decoder: str = "loop", draft: bool = True) -> list[dict[str, Any]]:
+            prefix_cache: bool = False, decoder: str = "loop", draft: bool = True,
+            drug_list_close_penalty: float = 0.0) -> list[dict[str, Any]]:
     """Prediction records for `reports` (in their order): batched greedy generation, left padding,
     stop at the end-of-turn token; batches are formed by prompt length to waste little padding.
     `prefix_cache` computes the instruction prefix all prompts share once and prefills each report
@@ -199,7 +211,9 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     little padding (0.75-0.9x in step 5 of the cpu profile: one forward per report costs more), so it is off.
     `decoder` "loop" (helpers.greedy: no per-token cache copy, finished rows dropped; the same tokens as
     `generate`, which it falls back to where it cannot be sure) or "generate" (transformers' loop).
-    `draft`: the loops compute the answer's common opening (helpers.draft) in one forward, same tokens."""
+    `draft`: the loops compute the answer's common opening (helpers.draft) in one forward, same tokens.
+    `drug_list_close_penalty`: nats off closing the drug list once it holds a drug (constrained decoding
+    only: the processor applies it), so a list the model would end early goes on to the next drug."""
     from tqdm.auto import tqdm
 
     if batch_size < 1 or max_new_tokens < 1:
@@ -207,6 +221,7 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
     mode = constrained_mode(constrained)
+    check_close_penalty(drug_list_close_penalty, mode)
     system = system or f"{spec.key}-{'lora' if adapter else 'base'}"
     stop_ids = stop_token_ids(tokenizer, spec)
     prompts = [render_prompt(tokenizer, spec, r["text"], system=prompt_system) for r in reports]
@@ -221,7 +236,7 @@ def predict(model: Any, tokenizer: Any, spec: Any, reports: Sequence[dict[str, A
         for idx in _batches(order, batch_size):
             outputs = generate_batch(model, tokenizer, [prompts[i] for i in idx], stop_ids, max_new_tokens,
                                      constrained=mode, texts=[reports[i]["text"] for i in idx], prefix=prefix,
-                                     decoder=decoder, draft=opening)
+                                     decoder=decoder, draft=opening, close_penalty=drug_list_close_penalty)
             for i, (raw, n_new, reason) in zip(idx, outputs):
                 records[i] = make_record(reports[i], raw, n_new, reason, system, spec.key, adapter, mode,
                                          snap=snap, fuzzy_threshold=fuzzy_threshold)

@@ -22,10 +22,14 @@ def ordered_variants(variants: Sequence[str]) -> list[str]:
     return sorted(variants, key=infer.VARIANTS.index)
 
 
-def check_backend(backend: str) -> None:
-    """Fail before any model is loaded when the backend is unknown or vLLM is missing."""
+def check_backend(backend: str, drug_list_close_penalty: float = 0.0) -> None:
+    """Fail before any model is loaded when the backend is unknown, vLLM is missing, or a setting asks
+    vLLM for what only the hf backend's constrained decoding does (the drug-list close penalty)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "vllm" and drug_list_close_penalty:
+        raise ValueError("infer.drug_list_close_penalty is applied by the hf backend's constrained decoding "
+                         "only; set it to 0 to run on vllm")
     if backend == "vllm":
         infer_vllm.check_available()
 
@@ -79,7 +83,8 @@ def _predict(loaded: Loaded, net: Any, spec: Any, reports: list[dict[str, Any]],
     if loaded.backend == "vllm":
         return infer_vllm.predict(loaded.base, loaded.tokenizer, spec, reports,
                                   adapter_path=loaded.adapter if variant == "lora" else None, **common)
-    return infer.predict(net, loaded.tokenizer, spec, reports, batch_size=settings["batch_size"], **common)
+    return infer.predict(net, loaded.tokenizer, spec, reports, batch_size=settings["batch_size"],
+                         drug_list_close_penalty=settings["drug_list_close_penalty"], **common)
 
 
 def run_variants(loaded: Loaded, settings: dict[str, Any], data: dict[str, list[dict[str, Any]]],
