@@ -35,7 +35,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = config.step_settings(args.run, "05_infer", args.model)
     reports = eval_sets.load_test_sets(args.run, [args.split])[args.split][1]
-    loaded = infer_step.load(args.run, args.model, ["lora"], "hf", 13)
+    loaded = infer_step.load(args.run, args.model, ["lora"], "hf", settings["seed"])
     net = infer.apply_adapter(loaded.base, loaded.adapter, merge=True)
     spec = models.get_spec(args.model)
     rows = []

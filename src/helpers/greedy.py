@@ -215,10 +215,11 @@ def choose(processors: Any, history: torch.Tensor, live: torch.Tensor, logits: t
     if hidden is None:
         return scored(processors, history, logits, live).argmax(-1)
     whole = len(live) == history.shape[0]
-    rows = None if whole else live.tolist()
-    allowed = processors[0].allowed_rows(history if whole else history[live], head.weight.shape[0], rows)
+    rows = live.tolist()
+    allowed = processors[0].allowed_rows(history if whole else history[live], head.weight.shape[0],
+                                         None if whole else rows)
     allowed = allowed.to(hidden.device)
-    penalty = processors[0].penalty_rows(live.tolist(), head.weight.shape[0])
+    penalty = processors[0].penalty_rows(rows, head.weight.shape[0])
     cols = allowed.any(0).nonzero().flatten()
     return head_argmax(hidden[:, -1], head, allowed, None if len(cols) * NARROW_SHARE > allowed.shape[1] else cols,
                        None if penalty is None else penalty.to(hidden.device))
