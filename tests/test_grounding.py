@@ -233,3 +233,37 @@ def test_snap_drops_events_that_cannot_be_reactions_and_keeps_the_drug_they_shad
 def test_reactions_with_body_sites_stay_event_like(text):
     from helpers.event_like import is_event_like
     assert is_event_like(text)
+
+
+@pytest.mark.parametrize("text", ["FOLFOX", "R-CHOP", "FOLFIRINOX", "AC-T"])
+def test_regimen_acronyms_are_not_drug_like(text):
+    """Annotation guide: a regimen acronym is not a product (its components are)."""
+    assert not is_drug_like(text)
+
+
+@pytest.mark.parametrize("text", ["puffy eyelids", "shaky hands", "jaw clicking", "sore gums", "night sweats pill"])
+def test_strings_holding_a_reaction_word_are_not_drug_like(text):
+    assert not is_drug_like(text)
+
+
+@pytest.mark.parametrize("name", ["calcium carbonate", "vitamin D", "potassium chloride", "ferrous sulfate",
+                                  "magnesium", "Excedrin Migraine", "Advil Cold & Sinus", "Tylenol PM"])
+def test_substances_and_brands_beside_reaction_words_stay_drug_like(name):
+    """"calcium" is also a reaction word ("low calcium"), "Migraine" part of a brand's name: both stay drugs."""
+    assert is_drug_like(name)
+
+
+@pytest.mark.parametrize("span, name", [("intravenous vancomycin", "vancomycin"), ("IV ceftriaxone", "ceftriaxone"),
+                                        ("oral prednisone", "prednisone")])
+def test_trim_drug_drops_a_leading_route(span, name):
+    assert trim_drug(span) == name
+
+
+@pytest.mark.parametrize("split", ["handwritten", "handwritten_blind"])
+def test_no_hand_written_drug_label_is_rejected(split):
+    """The drug filter never drops a drug a person labelled: every gold drug stays drug-like."""
+    import json
+    from helpers.paths import handwritten_file
+    labels = {d for line in handwritten_file(split).read_text().splitlines() for d in json.loads(line)["drugs"]}
+    assert len(labels) > 100
+    assert [d for d in labels if not is_drug_like(d)] == []

@@ -33,6 +33,8 @@ DOSE_WORDS = UNITS + ("dose", "doses", "low", "high", "half", "full", "am", "pm"
 MODIFIER_WORDS = frozenset(w.lower() for group in (RELEASE_FORMS, DOSAGE_FORMS, FREQUENCIES, STATUS_WORDS,
                                                    DOSE_WORDS) for w in group) | PRODUCT_WORDS
 LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of pt's".split())
+# a route written before the name ("intravenous vancomycin", "IV ceftriaxone"): not part of it either
+LEADING_ROUTES = frozenset("iv im intravenous intramuscular subcutaneous sc sq oral po inhaled nebulized topical".split())
 # an order or a change written before the name ("switch to clindamycin", "given ondansetron")
 LEADING_VERBS = frozenset("switch switched start started restart restarted resume resumed try tried given gave "
                           "add added hold stop stopped continue continued increase increased to".split())
@@ -51,6 +53,17 @@ LAY_CLASSES = frozenset(
     "statin;statins;antibiotic;antibiotics;steroid;steroids;ssri;ssris;snri;snris;antidepressant;antidepressants;"
     "antihistamine;antihistamines;chemo;chemotherapy;opioid;opioids;nsaid;nsaids;benzo;benzos;blood thinner;"
     "blood thinners;birth control;the pill;water pill;water pills;painkiller;painkillers;diuretic;diuretics".split(";"))
+# chemotherapy regimens named by their drugs' initials (annotation guide: a regimen acronym is not a product;
+# its components, when written, are)
+REGIMEN_ACRONYMS = frozenset(
+    "folfox;folfiri;folfirinox;folfoxiri;capox;xelox;flot;ecf;fec;abvd;beacopp;bep;chop;r chop;r cvp;cvp;"
+    "ac t;tchp;mvac;gemcis;vrd;rvd;cybord".split(";"))
+# salt, mineral and vitamin words ("calcium carbonate", "ferrous sulfate", "vitamin D", "potassium"): a string
+# holding one names a substance taken as a medicine, even though reactions use the word too ("low potassium")
+SUBSTANCE_WORDS = frozenset(
+    "carbonate citrate sulfate sulphate gluconate chloride hydrochloride phosphate acetate bicarbonate oxide "
+    "hydroxide fumarate succinate tartrate besylate maleate mesylate bromide iodide lactate mofetil sodium "
+    "potassium calcium magnesium iron zinc vitamin b12 folate".split())
 FUNCTION_WORDS = frozenset(
     "a an the of in on at to and or with for from by my me i you he she it we they his her their its our your "
     "this that some very is was were be been am are can could will would should do did does not no so "
@@ -95,6 +108,15 @@ def non_drug_terms() -> frozenset[str]:
     return frozenset(normalize(t) for t in terms if t) - {""}
 
 
+@lru_cache(maxsize=1)
+def reaction_words() -> frozenset[str]:
+    """Words of the vocabulary's reactions and indications that no drug name of it uses ("unsteady", "itchy",
+    "bladder"): a predicted drug holding one names a reaction, a body part or a test, not a product."""
+    name_words = {w for n in known_names() for w in n.split()}
+    return frozenset(w for t in non_drug_terms() for w in t.split()
+                     if len(w) > 1 and w not in name_words and w not in FUNCTION_WORDS)
+
+
 def _bare(token: str) -> str:
     """A token lower-cased without the punctuation around it ("(qhs)," -> "qhs")."""
     return token.lower().strip(".,;:()[]!\"-")
@@ -129,7 +151,8 @@ def trim_drug(text: str) -> str:
         tail = 1 if _not_name(last) else _reaction_tail(toks)
         if tail:
             del toks[-tail:]
-        elif _bare(first) in LEADING_WORDS or _bare(first) in LEADING_VERBS or POSSESSIVE.match(_bare(first)):
+        elif (_bare(first) in LEADING_WORDS or _bare(first) in LEADING_VERBS or _bare(first) in LEADING_ROUTES
+              or POSSESSIVE.match(_bare(first))):
             toks.pop(0)
         else:
             break
@@ -150,8 +173,10 @@ def has_content(text: str) -> bool:
 def is_drug_like(text: str) -> bool:
     """False for strings that cannot be a drug span: empty, an e-mail, a URL, a question, more than
     MAX_WORDS words, a product or function word, note shorthand, a dose, a duration, a note's sentence
-    ("Pt reports"), a drug class ("steroids", "ACE inhibitor"), or a reaction or indication of the vocabulary
-    (also with product words after it: "blood pressure medicine")."""
+    ("Pt reports"), a drug class ("steroids", "ACE inhibitor"), a regimen acronym ("FOLFOX"), a string
+    other than a vocabulary name that holds a reaction word, no substance word and does not start like a brand
+    ("unsteady on feet", "bladder scan"; "Excedrin Migraine" stays), or a reaction or indication of the vocabulary (also with product words after it: "blood
+    pressure medicine")."""
     norm = normalize(text)
     if not norm or "@" in text or "?" in text or "http" in norm or "www" in norm.split():
         return False
@@ -162,6 +187,11 @@ def is_drug_like(text: str) -> bool:
            or DURATION_TOKEN.match(w) for w in words):
         return False
     if any(w in NOTE_VERBS for w in words) or norm in drug_classes() or words[-1] in CLASS_HEADS:
+        return False
+    if norm in REGIMEN_ACRONYMS:
+        return False
+    if norm not in known_names() and reaction_words() & set(words) and not SUBSTANCE_WORDS & set(words) \
+            and not (text.strip()[:1].isupper() and words[0] not in reaction_words()):
         return False
     while len(words) > 1 and words[-1] in PRODUCT_WORDS:
         words.pop()
