@@ -325,12 +325,21 @@ def _note_meds(ctx: Ctx, listed: list[Any]) -> Sentence:
     return out
 
 
+P_HPI_COMED = 0.3      # a second drug in the HPI line: "on ceftriaxone + azithromycin"
+P_PROBLEM_LIST = 0.3   # the drugs written per problem ("2. GERD - pantoprazole 40. Stable.") instead of a med list
+P_ONE_PLAN_LINE = 0.5  # the plan as one line of orders, drugs among tests and care
+
+
 def clinical_note(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     """A clinical note: abbreviations, a medication list, negations, the indication next to the event."""
     rng, story = ctx.rng, ctx.story
     sex = rng.choice(("F", "M", "yo F", "yo M"))
     dis = _note_disease(story.disease, rng)
-    base = {"age": str(rng.randint(18, 90)), "sex": sex, "drug": ctx.main(), "dis": dis,
+    started = story.comeds[-1:] if story.comeds and rng.random() < 0.4 else []
+    listed = story.comeds[:len(story.comeds) - len(started)]
+    in_hpi = listed[:1] if listed and story.named and rng.random() < P_HPI_COMED else []
+    on = ctx.main() + ([(rng.choice((" + ", " and ", ", ")), None)] + ctx.drug(in_hpi[0]) if in_hpi else [])
+    base = {"age": str(rng.randint(18, 90)), "sex": sex, "drug": on, "dis": dis,
             "dur": rng.choice(("2 wks", "3 days", "1 mo", "6 wks", "10 d", "3 mos"))}
     segs = _ae_segs(story.events, rng)
     lines: list[Sentence] = []
@@ -347,29 +356,73 @@ def clinical_note(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
                           {"neg": ", ".join(story.negated)}))
     if story.hypothetical:
         lines.append(fill("Counseled re: risk of {hyp}.", {"hyp": story.hypothetical[0]}))
-    started = story.comeds[-1:] if story.comeds and rng.random() < 0.4 else []
-    meds = _note_meds(ctx, story.comeds[:len(story.comeds) - len(started)])
+    rest = listed[len(in_hpi):]
+    meds = _note_problems(ctx, rest) if rest and rng.random() < P_PROBLEM_LIST else _note_meds(ctx, rest)
     if meds and rng.random() < 0.8:
         lines.append(meds)
     else:
-        story.comeds = list(started)
-    lines.append(_note_plan(ctx, segs, base))
-    if started:       # a drug started in the plan is taken from now on: a label like the listed ones
-        lines.append(fill(rng.choice(NOTE_STARTS), {"x": ctx.drug(started[0]), "dose": _dose(started[0].form, rng)}))
+        story.comeds = in_hpi + started
+    if not (story.treatments and segs):
+        story.treatments = []
+    if (started or story.treatments) and rng.random() < P_ONE_PLAN_LINE:
+        lines += _note_orders(ctx, segs, started, base)
+    else:
+        lines.append(_note_plan(ctx, segs, base))
+        if started:   # a drug started in the plan is taken from now on: a label like the listed ones
+            lines.append(fill(rng.choice(NOTE_STARTS), {"x": ctx.drug(started[0]), "dose": _dose(started[0].form, rng)}))
+        if story.treatments:   # a drug given for the reaction was given: a label
+            form = story.treatments[0].form
+            lines.append(fill(rng.choice(NOTE_TREATED), {"tx": ctx.treatments(), "dose": _dose(form, rng)}))
     short = [d for d in story.comeds if d.short_forms and d not in started]
     if short and rng.random() < 0.7:  # a listed drug again, by its abbreviation: "Hold MTX."
         lines.append(fill(rng.choice(NOTE_AGAIN), {"x": ctx.again(short[0])}))
-    if story.treatments and segs:   # a drug given for the reaction was given: a label
-        form = story.treatments[0].form
-        lines.append(fill(rng.choice(NOTE_TREATED), {"tx": ctx.treatments(), "dose": _dose(form, rng)}))
-    else:
-        story.treatments = []
     if rng.random() < 0.4:          # orders that are no drug: never a label
         lines.append([(rng.choice(("Also: ", "Orders: ", "+ ")) + ", ".join(rng.sample(NOTE_ORDERS, 2)) + ".", None)])
     if ctx.story.not_taken and rng.random() < 0.8:
         lines.append([(rng.choice(("Consider switch to ", "If no improvement, discuss ", "Pt asked about ")), None),
                       (ctx.not_taken(), None), (".", None)])
     return _join_lines(lines), {"style": "note", "not_taken": list(ctx.unlabelled)}
+
+
+NOTE_PROBLEM_HEADS = ("Problem list:", "PROBLEM LIST", "Chronic problems:", "PMH:")
+NOTE_PROBLEM_TAILS = (". Stable.", ". Cont.", ".", ", refilled.", ". No changes.", ". Doing well.")
+
+
+def _note_problems(ctx: Ctx, listed: list[Any]) -> Sentence:
+    """A numbered problem list, each condition beside the drug taken for it ("2. GERD - pantoprazole 40.
+    Stable."): the drugs are labels, the conditions are not."""
+    rng, story = ctx.rng, ctx.story
+    drugs = ([story.suspects[0]] if story.named else []) + listed
+    out: Sentence = [(rng.choice(NOTE_PROBLEM_HEADS), None)]
+    for k, d in enumerate(drugs, 1):
+        condition = _note_disease(rng.choice(d.diseases), rng) if d.diseases else "Other"
+        out += [(f"\n{k}. {condition} - ", None)] + _note_med_item(ctx, d) + [(rng.choice(NOTE_PROBLEM_TAILS), None)]
+    return out
+
+
+NOTE_ORDER_MAIN = ("d/c ", "stop ", "hold ", "taper ", "reduce ")
+NOTE_ORDER_START = ("start ", "add ", "switch to ", "begin ", "")
+NOTE_ORDER_GIVEN = (" prn", " x1", "", " now")
+
+
+def _note_orders(ctx: Ctx, segs: list[Sentence], started: list[Any], base: dict) -> list[Sentence]:
+    """The assessment, then the plan as one line of comma-separated orders ("P: stop amoxicillin, start
+    cetirizine, CBC, loperamide prn."): every drug started or given is a label, tests and care are not."""
+    rng, story = ctx.rng, ctx.story
+    lines: list[Sentence] = []
+    if segs and story.named and rng.random() < 0.6:
+        lines.append(fill(rng.choice(("A: {ae}, likely 2/2 {drug}.", "A: ?{drug} reaction ({ae}).")),
+                          {"ae": segs[0], "drug": ctx.later_main()}))
+    first = [[(rng.choice(NOTE_ORDER_MAIN), None)] + ctx.later_main()] if segs and story.named else []
+    orders = [[(rng.choice(NOTE_ORDER_START), None)] + ctx.drug(d) + [(" " + _dose(d.form, rng), None)]
+              for d in started]
+    orders += [ctx.drug(d) + [(rng.choice(NOTE_ORDER_GIVEN), None)] for d in story.treatments]
+    orders += [[(o, None)] for o in rng.sample(NOTE_ORDERS, rng.choice((1, 2)))]
+    rng.shuffle(orders)
+    out: Sentence = [(rng.choice(("P: ", "Plan: ", "A/P: ")), None)]
+    for i, order in enumerate(first + orders):
+        out += ([(", ", None)] if i else []) + order
+    return lines + [out + [(".", None)]]
 
 
 def _note_plan(ctx: Ctx, segs: list[Sentence], base: dict) -> Sentence:
