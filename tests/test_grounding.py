@@ -190,6 +190,7 @@ def test_trim_drug_drops_a_leading_order_or_possessive(span, name):
 
 
 @pytest.mark.parametrize("text", ["steroids", "ACE inhibitor", "SSRIs", "blood thinners", "the pill", "statin",
+                                  "contraceptive pill", "As for the",
                                   "beta blockers", "GLP-1 receptor agonist", "Pt reports", "pt denies", "ANC",
                                   "grade", "abt", "a handful"])
 def test_classes_note_sentences_and_lab_shorthand_are_not_drug_like(text):
@@ -254,8 +255,9 @@ def test_substances_and_brands_beside_reaction_words_stay_drug_like(name):
 
 
 @pytest.mark.parametrize("span, name", [("intravenous vancomycin", "vancomycin"), ("IV ceftriaxone", "ceftriaxone"),
-                                        ("oral prednisone", "prednisone")])
-def test_trim_drug_drops_a_leading_route(span, name):
+                                        ("oral prednisone", "prednisone"), ("d/c oxybutynin", "oxybutynin"),
+                                        ("taper gabapentin", "gabapentin"), ("As for the rosuvastatin", "rosuvastatin")])
+def test_trim_drug_drops_a_leading_route_order_or_function_word(span, name):
     assert trim_drug(span) == name
 
 

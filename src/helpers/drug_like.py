@@ -32,12 +32,13 @@ UNITS = ("mg", "mcg", "g", "ml", "units", "iu")
 DOSE_WORDS = UNITS + ("dose", "doses", "low", "high", "half", "full", "am", "pm", "handful", "couple", "bunch")
 MODIFIER_WORDS = frozenset(w.lower() for group in (RELEASE_FORMS, DOSAGE_FORMS, FREQUENCIES, STATUS_WORDS,
                                                    DOSE_WORDS) for w in group) | PRODUCT_WORDS
-LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of pt's".split())
+LEADING_WORDS = frozenset("my the his her their your our this that a an some new on of as for with and pt's".split())
 # a route written before the name ("intravenous vancomycin", "IV ceftriaxone"): not part of it either
 LEADING_ROUTES = frozenset("iv im intravenous intramuscular subcutaneous sc sq oral po inhaled nebulized topical".split())
 # an order or a change written before the name ("switch to clindamycin", "given ondansetron")
 LEADING_VERBS = frozenset("switch switched start started restart restarted resume resumed try tried given gave "
-                          "add added hold stop stopped continue continued increase increased to".split())
+                          "add added hold stop stopped continue continued cont increase increased reduce reduced "
+                          "taper tapered begin d/c dc to".split())
 POSSESSIVE = re.compile(r"^\w+['’]s$")   # "brother's Xanax": a person's drug is the drug
 # clinical-note shorthand and lab names: never a drug span on their own
 SHORTHAND = frozenset(
@@ -52,7 +53,8 @@ CLASS_HEADS = frozenset("inhibitor inhibitors blocker blockers agonist agonists 
 LAY_CLASSES = frozenset(
     "statin;statins;antibiotic;antibiotics;steroid;steroids;ssri;ssris;snri;snris;antidepressant;antidepressants;"
     "antihistamine;antihistamines;chemo;chemotherapy;opioid;opioids;nsaid;nsaids;benzo;benzos;blood thinner;"
-    "blood thinners;birth control;the pill;water pill;water pills;painkiller;painkillers;diuretic;diuretics".split(";"))
+    "blood thinners;birth control;the pill;water pill;water pills;painkiller;painkillers;diuretic;diuretics;"
+    "contraceptive;contraceptives;contraceptive pill;oral contraceptive;oral contraceptives".split(";"))
 # chemotherapy regimens named by their drugs' initials (annotation guide: a regimen acronym is not a product;
 # its components, when written, are)
 REGIMEN_ACRONYMS = frozenset(
@@ -66,7 +68,7 @@ SUBSTANCE_WORDS = frozenset(
     "potassium calcium magnesium iron zinc vitamin b12 folate".split())
 FUNCTION_WORDS = frozenset(
     "a an the of in on at to and or with for from by my me i you he she it we they his her their its our your "
-    "this that some very is was were be been am are can could will would should do did does not no so "
+    "this that some very is was were be been am are as can could will would should do did does not no so "
     "but if then just also too now here there when while still much many more most far first last really "
     "abt bc tho idk rn lol omg ppl".split())
 DOSE_TOKEN = re.compile(r"^[\d.,/%]+(mg|mcg|g|ml|%|u)?$")
@@ -135,9 +137,10 @@ def _reaction_tail(toks: list[re.Match]) -> int:
 
 
 def trim_drug(text: str) -> str:
-    """The drug name inside a predicted drug string: leading possessives and orders and trailing dose, form,
-    route, frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem qhs" -> "zolpidem",
-    "his brother's Xanax" -> "Xanax", "switch to clindamycin" -> "clindamycin",
+    """The drug name inside a predicted drug string: leading possessives, articles, routes and orders and
+    trailing dose, form, route, frequency, status or reaction words dropped ("my doxy" -> "doxy", "zolpidem
+    qhs" -> "zolpidem", "his brother's Xanax" -> "Xanax", "switch to clindamycin" -> "clindamycin",
+    "d/c oxybutynin" -> "oxybutynin", "as for the rosuvastatin" -> "rosuvastatin",
     "metforman er" -> "metforman", "prednisone moon face" -> "prednisone"), but a capitalised brand keeps
     its release form ("Wellbutrin XL"); what is left is still a stretch of the original string."""
     norm = normalize(text)
