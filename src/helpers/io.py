@@ -87,6 +87,9 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
             if old.exists():
                 os.replace(old, path)
             raise
+        for written in path.rglob("*"):   # its files are this process's now, not the ones it read before
+            if written.is_file():
+                _note_write(written)
     finally:
         for leftover in (tmp, old):
             if leftover.exists():
