@@ -177,9 +177,9 @@ def is_drug_like(text: str) -> bool:
     """False for strings that cannot be a drug span: empty, an e-mail, a URL, a question, more than
     MAX_WORDS words, a product or function word, note shorthand, a dose, a duration, a note's sentence
     ("Pt reports"), a drug class ("steroids", "ACE inhibitor"), a regimen acronym ("FOLFOX"), a string
-    other than a vocabulary name that holds a reaction word, no substance word and does not start like a brand
-    ("unsteady on feet", "bladder scan"; "Excedrin Migraine" stays), or a reaction or indication of the vocabulary (also with product words after it: "blood
-    pressure medicine")."""
+    other than a vocabulary name that holds a reaction word, no substance word and does not start like a
+    brand ("unsteady on feet", "bladder scan"; "Excedrin Migraine" stays), or a reaction or indication of
+    the vocabulary (also with product words after it: "blood pressure medicine")."""
     norm = normalize(text)
     if not norm or "@" in text or "?" in text or "http" in norm or "www" in norm.split():
         return False

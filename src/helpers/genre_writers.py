@@ -365,7 +365,7 @@ def clinical_note(ctx: Ctx) -> tuple[list[Segment], dict[str, Any]]:
     if not (story.treatments and segs):
         story.treatments = []
     if (started or story.treatments) and rng.random() < P_ONE_PLAN_LINE:
-        lines += _note_orders(ctx, segs, started, base)
+        lines += _note_orders(ctx, segs, started)
     else:
         lines.append(_note_plan(ctx, segs, base))
         if started:   # a drug started in the plan is taken from now on: a label like the listed ones
@@ -405,7 +405,7 @@ NOTE_ORDER_START = ("start ", "add ", "switch to ", "begin ", "")
 NOTE_ORDER_GIVEN = (" prn", " x1", "", " now")
 
 
-def _note_orders(ctx: Ctx, segs: list[Sentence], started: list[Any], base: dict) -> list[Sentence]:
+def _note_orders(ctx: Ctx, segs: list[Sentence], started: list[Any]) -> list[Sentence]:
     """The assessment, then the plan as one line of comma-separated orders ("P: stop amoxicillin, start
     cetirizine, CBC, loperamide prn."): every drug started or given is a label, tests and care are not."""
     rng, story = ctx.rng, ctx.story
