@@ -157,12 +157,12 @@ def test_the_git_commit_alone_does_not_make_a_step_stale(repo):
     assert manifest.stale_reason(out) is None
 
 
-def test_an_output_folder_read_then_replaced_by_the_step_is_fresh(repo):
+def test_an_output_folder_read_then_replaced_by_the_step_is_fresh(repo, monkeypatch):
     """04b reads the encoder's old training_stats.json (can it be reused?), then trains and replaces the
     whole folder (io.atomic_dir): the manifest records the new file, so the step is not stale after."""
     folder = repo / "artifacts" / "models" / "t" / "encoder"
     io.write_json(folder / "training_stats.json", {"epochs": 1})
-    io._WRITES.clear()                                   # a later process: the old file is not its own
+    monkeypatch.setattr(io, "_WRITES", set())            # a later process: the old file is not its own
     started = time.time()
     assert io.read_json(folder / "training_stats.json") == {"epochs": 1}
     with io.atomic_dir(folder) as tmp:

@@ -173,6 +173,15 @@ def has_content(text: str) -> bool:
         for w in normalize(text).split())
 
 
+def _holds_reaction_word(text: str, words: list[str]) -> bool:
+    """True when a reaction word sits in the string and neither a substance word (*calcium carbonate*)
+    nor a brand-like start (a capitalised first word that is no reaction word: *Excedrin Migraine*) says
+    it names a product."""
+    found = set(words)
+    brand_like = text.strip()[:1].isupper() and words[0] not in reaction_words()
+    return bool(reaction_words() & found) and not SUBSTANCE_WORDS & found and not brand_like
+
+
 def is_drug_like(text: str) -> bool:
     """False for strings that cannot be a drug span: empty, an e-mail, a URL, a question, more than
     MAX_WORDS words, a product or function word, note shorthand, a dose, a duration, a note's sentence
@@ -193,8 +202,7 @@ def is_drug_like(text: str) -> bool:
         return False
     if norm in REGIMEN_ACRONYMS:
         return False
-    if norm not in known_names() and reaction_words() & set(words) and not SUBSTANCE_WORDS & set(words) \
-            and not (text.strip()[:1].isupper() and words[0] not in reaction_words()):
+    if norm not in known_names() and _holds_reaction_word(text, words):
         return False
     while len(words) > 1 and words[-1] in PRODUCT_WORDS:
         words.pop()
